@@ -1,0 +1,104 @@
+"""A local stand-in for Slack incoming webhooks and the PagerDuty Events API v2.
+
+Accepts JSON POSTs on any path, keeps them (in memory and, optionally, as JSON lines
+in a file) and answers like the real services: Slack `200 ok`, PagerDuty
+`/v2/enqueue` `202 {"status": "success", "dedup_key": ...}`. Used by the demo, the
+docker-compose stack (`python -m demo.capture_server --port 8025`) and the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+class CaptureServer:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_file: str | Path | None = None):
+        self.requests: list[dict[str, Any]] = []
+        self.log_file = Path(log_file) if log_file else None
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer((host, port), self._handler())
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server API
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = json.loads(raw or b"null")
+                except ValueError:
+                    body = raw.decode("utf-8", "replace")
+                record = {"path": self.path, "body": body}
+                server.record(record)
+                if self.path.rstrip("/").endswith("/v2/enqueue"):
+                    key = body.get("dedup_key") if isinstance(body, dict) else None
+                    self._reply(202, {"status": "success", "message": "Event processed",
+                                      "dedup_key": key or uuid.uuid4().hex})
+                else:
+                    self._reply(200, "ok")
+
+            def do_GET(self):  # noqa: N802 - a health check for docker-compose
+                self._reply(200, {"requests": len(server.requests)})
+
+            def _reply(self, status: int, body: Any):
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # keep test and demo output clean
+                pass
+
+        return Handler
+
+    def record(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(record)
+            if self.log_file:
+                with self.log_file.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+
+    def take(self, path_prefix: str = "") -> list[dict[str, Any]]:
+        """Remove and return the captured requests whose path starts with `path_prefix`."""
+        with self._lock:
+            taken = [r for r in self.requests if r["path"].startswith(path_prefix)]
+            self.requests = [r for r in self.requests if not r["path"].startswith(path_prefix)]
+        return taken
+
+    def start(self) -> "CaptureServer":
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument("--log-file", default=None)
+    args = parser.parse_args()
+    server = CaptureServer(args.host, args.port, args.log_file)
+    print(f"capturing notifications on {server.url}", flush=True)
+    server.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

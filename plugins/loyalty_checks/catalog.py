@@ -1,0 +1,351 @@
+"""Load and validate the check catalog (include/checks.yaml).
+
+The catalog is read when a DAG file is parsed, so this module only reads one small
+YAML file and checks it: no database, network, connection or Variable access. Every
+mistake raises CatalogError naming the file, the check and the field, which Airflow
+shows as the DAG file's import error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+INCLUDE_DIR = PACKAGE_ROOT / "include"
+SQL_DIR = INCLUDE_DIR / "sql"
+DEFAULT_CATALOG = INCLUDE_DIR / "checks.yaml"
+
+SEVERITIES = ("P0", "P1", "P2")
+COMPARISONS = (">", ">=", "<", "<=")
+NO_DATA_POLICIES = ("fire", "ok")
+ENTITY_KINDS = (None, "store", "merchant", "provider")
+ROUTES = ("pagerduty", "slack", "digest")
+CHECK_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class CatalogError(ValueError):
+    """The catalog is invalid; the message names file, check and field."""
+
+
+@dataclass(frozen=True)
+class DagSpec:
+    severity: str
+    dag_id: str
+    schedule: str
+    run_timeout: timedelta
+    retries: int
+    retry_delay: timedelta
+    statement_timeout: timedelta
+    owner: str
+    routes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    severity: str
+    title: str
+    description: str
+    sql: str
+    metric: str
+    unit: str
+    comparison: str
+    threshold: float
+    window: timedelta | None
+    window_text: str | None
+    params: dict[str, Any]
+    no_data: str
+    entity: str | None
+    action: str
+    statement_timeout: timedelta
+
+    @property
+    def sql_path(self) -> Path:
+        return SQL_DIR / self.sql
+
+    def breaches(self, value: float) -> bool:
+        """True when `value` is on the firing side of the threshold."""
+        return _COMPARE[self.comparison](value, self.threshold)
+
+    def worst_first_key(self, value: float) -> float:
+        """Sort key that puts the most breaching value first."""
+        return -value if self.comparison in (">", ">=") else value
+
+
+@dataclass(frozen=True)
+class DigestMetric:
+    id: str
+    title: str
+    sql: str
+    window: timedelta | None
+    unit: str = ""
+
+    @property
+    def sql_path(self) -> Path:
+        return SQL_DIR / self.sql
+
+
+@dataclass(frozen=True)
+class Catalog:
+    path: Path
+    runbook_url: str
+    entity_cap: int
+    dags: dict[str, DagSpec]
+    checks: tuple[Check, ...]
+    digest_metrics: tuple[DigestMetric, ...] = field(default_factory=tuple)
+
+    def for_severity(self, severity: str) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.severity == severity)
+
+    def check(self, check_id: str) -> Check:
+        for c in self.checks:
+            if c.id == check_id:
+                return c
+        raise KeyError(check_id)
+
+    def runbook_link(self, check_id: str) -> str:
+        """Built from the check id, never typed: docs/runbooks.md has a `## <id>` section."""
+        return f"{self.runbook_url}#{check_id}"
+
+
+_COMPARE = {
+    ">": lambda v, t: v > t,
+    ">=": lambda v, t: v >= t,
+    "<": lambda v, t: v < t,
+    "<=": lambda v, t: v <= t,
+}
+
+_CHECK_FIELDS = {
+    "id", "severity", "title", "description", "sql", "metric", "unit", "comparison",
+    "threshold", "window", "params", "no_data", "entity", "action", "statement_timeout",
+}
+_CHECK_REQUIRED = _CHECK_FIELDS - {"params", "statement_timeout", "window", "entity", "unit"}
+_DAG_FIELDS = {
+    "dag_id", "schedule", "run_timeout", "retries", "retry_delay", "statement_timeout",
+    "owner", "routes",
+}
+_TOP_FIELDS = {"version", "runbook_url", "entity_cap", "dags", "checks", "digest_metrics"}
+_METRIC_FIELDS = {"id", "title", "sql", "window", "unit"}
+
+
+def parse_duration(text: Any, where: str) -> timedelta:
+    """'5m' -> timedelta(minutes=5); anything else raises CatalogError naming `where`."""
+    m = DURATION.match(text) if isinstance(text, str) else None
+    if not m:
+        raise CatalogError(f"{where}: expected a duration like 30s, 5m, 1h, 7d, got {text!r}")
+    return timedelta(**{DURATION_UNITS[m.group(2)]: int(m.group(1))})
+
+
+class _Reader:
+    """Field access on one YAML mapping that reports errors with their location."""
+
+    def __init__(self, data: Any, where: str, allowed: set[str]):
+        if not isinstance(data, dict):
+            raise CatalogError(f"{where}: expected a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise CatalogError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        self.data, self.where = data, where
+
+    def fail(self, name: str, msg: str):
+        raise CatalogError(f"{self.where}, field {name!r}: {msg}")
+
+    def get(self, name: str, types: type | tuple, required: bool = True, default: Any = None) -> Any:
+        if name not in self.data or self.data[name] is None:
+            if required:
+                self.fail(name, "is required")
+            return default
+        value = self.data[name]
+        # bool is an int in Python; a threshold or a retry count of `true` is a mistake.
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            self.fail(name, f"expected {_type_names(types)}, got a boolean")
+        if not isinstance(value, types):
+            self.fail(name, f"expected {_type_names(types)}, got {type(value).__name__} {value!r}")
+        return value
+
+    def text(self, name: str, required: bool = True) -> str:
+        value = self.get(name, str, required, default="")
+        if required and not value.strip():
+            self.fail(name, "must not be empty")
+        return value.strip()
+
+    def choice(self, name: str, choices: tuple) -> Any:
+        value = self.data.get(name)
+        if value not in choices:
+            shown = ", ".join("null" if c is None else str(c) for c in choices)
+            self.fail(name, f"must be one of {shown}, got {value!r}")
+        return value
+
+    def duration(self, name: str, required: bool = True) -> timedelta | None:
+        value = self.data.get(name)
+        if value is None:
+            if required:
+                self.fail(name, "is required")
+            return None
+        return parse_duration(value, f"{self.where}, field {name!r}")
+
+
+def _type_names(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join({"str": "text", "int": "an integer", "float": "a number", "dict": "a mapping",
+                        "list": "a list"}.get(t.__name__, t.__name__) for t in types)
+
+
+def _sql_file(r: _Reader, name: str) -> str:
+    rel = r.text(name)
+    path = (SQL_DIR / rel).resolve()
+    if SQL_DIR.resolve() not in path.parents or path.suffix != ".sql":
+        r.fail(name, f"must be a .sql file under {SQL_DIR}, got {rel!r}")
+    if not path.is_file():
+        r.fail(name, f"SQL file not found: {path}")
+    return rel
+
+
+def _dag_spec(severity: str, data: Any, where: str) -> DagSpec:
+    r = _Reader(data, f"{where}: dags.{severity}", _DAG_FIELDS)
+    routes = r.get("routes", list)
+    for route in routes:
+        if route not in ROUTES:
+            r.fail("routes", f"unknown route {route!r} (allowed: {', '.join(ROUTES)})")
+    retries = r.get("retries", int)
+    if retries < 0:
+        r.fail("retries", "must be >= 0")
+    spec = DagSpec(
+        severity=severity,
+        dag_id=r.text("dag_id"),
+        schedule=r.text("schedule"),
+        run_timeout=r.duration("run_timeout"),
+        retries=retries,
+        retry_delay=r.duration("retry_delay"),
+        statement_timeout=r.duration("statement_timeout"),
+        owner=r.text("owner"),
+        routes=tuple(routes),
+    )
+    return spec
+
+
+def _params(r: _Reader) -> dict[str, Any]:
+    raw = r.get("params", dict, required=False, default={})
+    params = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not CHECK_ID.match(key) or key in ("t", "window"):
+            r.fail("params", f"parameter name {key!r} must be lower_snake_case and not 't' or 'window'")
+        if isinstance(value, str) and DURATION.match(value):
+            value = parse_duration(value, f"{r.where}, field 'params.{key}'")
+        elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            r.fail("params", f"parameter {key!r} must be text, a number or a duration, got {value!r}")
+        params[key] = value
+    return params
+
+
+def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check:
+    cid = data.get("id") if isinstance(data, dict) else None
+    label = f"check {cid!r}" if isinstance(cid, str) else f"checks[{index}]"
+    r = _Reader(data, f"{where}: {label}", _CHECK_FIELDS)
+    missing = sorted(_CHECK_REQUIRED - set(r.data))
+    if missing:
+        r.fail(missing[0], "is required")
+    cid = r.text("id")
+    if not CHECK_ID.match(cid):
+        r.fail("id", f"must be lower_snake_case (a-z, 0-9, _), got {cid!r}")
+    severity = r.choice("severity", SEVERITIES)
+    threshold = r.get("threshold", (int, float))
+    window = r.duration("window", required=False)
+    dag = dags[severity]
+    return Check(
+        id=cid,
+        severity=severity,
+        title=r.text("title"),
+        description=r.text("description"),
+        sql=_sql_file(r, "sql"),
+        metric=r.text("metric"),
+        unit=r.text("unit", required=False),
+        comparison=r.choice("comparison", COMPARISONS),
+        threshold=float(threshold),
+        window=window,
+        window_text=r.data.get("window"),
+        params=_params(r),
+        no_data=r.choice("no_data", NO_DATA_POLICIES),
+        entity=r.choice("entity", ENTITY_KINDS),
+        action=r.text("action"),
+        statement_timeout=r.duration("statement_timeout", required=False) or dag.statement_timeout,
+    )
+
+
+def _digest_metric(data: Any, index: int, where: str) -> DigestMetric:
+    mid = data.get("id") if isinstance(data, dict) else None
+    r = _Reader(data, f"{where}: digest metric {mid!r}" if mid else f"{where}: digest_metrics[{index}]", _METRIC_FIELDS)
+    return DigestMetric(id=r.text("id"), title=r.text("title"), sql=_sql_file(r, "sql"),
+                        window=r.duration("window", required=False), unit=r.text("unit", required=False))
+
+
+def parse_catalog(data: Any, path: Path) -> Catalog:
+    where = str(path)
+    top = _Reader(data, where, _TOP_FIELDS)
+    if top.get("version", int) != 1:
+        top.fail("version", "only version 1 is supported")
+    dags_raw = top.get("dags", dict)
+    for sev in dags_raw:
+        if sev not in SEVERITIES:
+            top.fail("dags", f"unknown severity {sev!r} (allowed: {', '.join(SEVERITIES)})")
+    missing = [s for s in SEVERITIES if s not in dags_raw]
+    if missing:
+        top.fail("dags", f"missing the {missing[0]} DAG")
+    dags = {sev: _dag_spec(sev, dags_raw[sev], where) for sev in SEVERITIES}
+    dag_ids = [d.dag_id for d in dags.values()]
+    if len(set(dag_ids)) != len(dag_ids):
+        top.fail("dags", f"dag_id values must differ, got {dag_ids}")
+
+    checks_raw = top.get("checks", list)
+    checks, seen = [], set()
+    for i, raw in enumerate(checks_raw):
+        check = _check(raw, i, where, dags)
+        if check.id in seen:
+            raise CatalogError(f"{where}: check {check.id!r}, field 'id': duplicate check id")
+        seen.add(check.id)
+        checks.append(check)
+
+    metrics_raw = top.get("digest_metrics", list, required=False, default=[])
+    metrics = tuple(_digest_metric(m, i, where) for i, m in enumerate(metrics_raw))
+    metric_ids = [m.id for m in metrics]
+    dup = next((m for m in metric_ids if metric_ids.count(m) > 1), None)
+    if dup:
+        raise CatalogError(f"{where}: digest metric {dup!r}, field 'id': duplicate id")
+
+    cap = top.get("entity_cap", int, required=False, default=10)
+    if cap < 1:
+        top.fail("entity_cap", "must be >= 1")
+    runbook_url = top.text("runbook_url")
+    if not runbook_url.startswith(("https://", "http://")):
+        top.fail("runbook_url", f"must be an http(s) URL, got {runbook_url!r}")
+    return Catalog(path=path, runbook_url=runbook_url.rstrip("#"), entity_cap=cap, dags=dags,
+                   checks=tuple(checks), digest_metrics=metrics)
+
+
+def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
+    """Read and validate a catalog file (not cached; see `catalog()`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read the check catalog: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_catalog(data, path)
+
+
+@lru_cache(maxsize=4)
+def catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
+    """The validated catalog, read once per process (three DAG files share it)."""
+    return load_catalog(path)

@@ -1,0 +1,115 @@
+"""Send notifications through the providers' hooks, each at most once per decision.
+
+Hooks are imported and built inside the functions: nothing here runs while a DAG
+file is parsed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from contextlib import contextmanager
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+LOYALTY_DB = "loyalty_db"
+MONITORING_DB = "loyalty_monitoring_db"
+SLACK_ALERTS = "slack_loyalty_alerts"
+SLACK_REPORTS = "slack_loyalty_reports"
+PAGERDUTY = "pagerduty_loyalty"
+HTTP_TIMEOUT = 15  # seconds per request; retries come on top
+
+
+@contextmanager
+def postgres(conn_id: str) -> Iterator[Any]:
+    """A psycopg connection from an Airflow postgres connection, closed afterwards."""
+    import psycopg
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    conn.row_factory = psycopg.rows.tuple_row  # whatever `cursor` the connection extra asks for
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def monitoring_db() -> Iterator[Any]:
+    """loyalty_monitoring_db, or loyalty_db when no separate connection is defined."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    conn_id = MONITORING_DB
+    try:
+        BaseHook.get_connection(MONITORING_DB)
+    except AirflowNotFoundException:
+        log.warning("No connection %r: keeping alert state in %r", MONITORING_DB, LOYALTY_DB)
+        conn_id = LOYALTY_DB
+    from loyalty_checks.state import ensure_schema
+
+    with postgres(conn_id) as conn:
+        ensure_schema(conn)
+        yield conn
+
+
+def send_slack(conn_id: str, body: dict[str, Any]) -> None:
+    """POST a message to a Slack incoming webhook, retrying 429 (Retry-After), 5xx and network errors."""
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+    from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler,
+                                                       RateLimitErrorRetryHandler,
+                                                       ServerErrorRetryHandler)
+
+    hook = SlackWebhookHook(
+        slack_webhook_conn_id=conn_id, timeout=HTTP_TIMEOUT,
+        retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=2),
+                        RateLimitErrorRetryHandler(max_retry_count=3),
+                        ServerErrorRetryHandler(max_retry_count=2)])
+    hook.send(text=body["text"], blocks=body.get("blocks"))
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def send_pagerduty(conn_id: str, event: dict[str, Any], timestamp: str) -> str:
+    """Send an Events API v2 event to `{events_api_url}/v2/enqueue`; returns its dedup_key.
+
+    The provider's hook always posts to events.pagerduty.com; the connection extra
+    `events_api_url` chooses the region (EU) or a local server. The client library
+    accepts only https; plain http is allowed for loopback, or with extra `allow_http`.
+    """
+    import pagerduty
+    from airflow.providers.pagerduty.hooks.pagerduty_events import (PagerdutyEventsHook,
+                                                                    prepare_event_data)
+
+    hook = PagerdutyEventsHook(pagerduty_events_conn_id=conn_id)
+    extra = hook.get_connection(conn_id).extra_dejson
+    base_url = (extra.get("events_api_url") or "https://events.pagerduty.com").rstrip("/")
+    allow_http = bool(extra.get("allow_http")) or _is_loopback(base_url)
+
+    class Client(pagerduty.EventsApiV2Client):
+        @property
+        def url(self) -> str:
+            return self._url
+
+        @url.setter
+        def url(self, value: str) -> None:
+            if not (value.startswith("https://") or (allow_http and value.startswith("http://"))):
+                raise pagerduty.UrlError(f"events_api_url must use https:// (got {value!r})")
+            self._url = value
+
+    client = Client(hook.integration_key, base_url=base_url)
+    client.timeout = HTTP_TIMEOUT
+    client.retry[429] = 6  # the library would retry 429 forever
+    data = prepare_event_data(**event)
+    data["payload"]["timestamp"] = timestamp
+    return client.send_event(**data)

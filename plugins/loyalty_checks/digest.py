@@ -1,0 +1,132 @@
+"""The weekly P2 digest: one Slack message with every P2 check and the key metrics.
+
+    <check groups> ─┐
+    digest_metrics ─┴─> post_digest (all_done) ──┐
+    everything ─────────────────────────────────> fail_if_any_failed (one_failed)
+
+post_digest runs even when a check could not be evaluated (it says so in the digest);
+fail_if_any_failed then fails, so such a run still shows red in the Airflow UI.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk import TriggerRule, task
+
+from loyalty_checks import deliver
+from loyalty_checks.catalog import Catalog
+from loyalty_checks.text import format_threshold, format_time, format_value, slack_escape, truncate
+
+log = logging.getLogger(__name__)
+DIGEST_ID = "weekly_digest"
+STATUS_ICON = {"firing": "🔴", "ok": "🟢", "no_data": "⚪", "error": "⚠️", None: "⚠️"}
+SECTION_MAX = 3000
+
+
+def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
+                   metrics: dict[str, Any] | None, open_alerts: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The Slack body of the digest (pure: built from stored evaluations and metric rows)."""
+    lines = []
+    firing = 0
+    for check in cat.for_severity("P2"):
+        ev = evaluations.get(check.id)
+        status = ev["status"] if ev else None
+        firing += status == "firing"
+        head = (f"{STATUS_ICON[status]} *{check.title}* (`{check.id}`): "
+                f"{format_value(ev.get('value') if ev else None, check.unit)}"
+                f" — fires when {format_threshold(check.comparison, check.threshold, check.unit)}")
+        if status is None or status == "error":
+            reason = slack_escape((ev or {}).get("error") or "not evaluated in this run", 200)
+            head += f" — *could not be evaluated*: {reason}"
+        lines.append(head)
+        entities = (ev or {}).get("entities") or []
+        if entities:
+            shown = ", ".join(f"{slack_escape(e['name'])} ({format_value(e['value'], check.unit)})"
+                              for e in entities[: cat.entity_cap])
+            more = f", +{len(entities) - cat.entity_cap} more" if len(entities) > cat.entity_cap else ""
+            lines.append(f"      {len(entities)} {check.entity}s: {shown}{more}")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"📊 Loyalty weekly digest · {format_time(t)}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": truncate("*P2 checks*\n" + "\n".join(lines), SECTION_MAX)}},
+    ]
+    alerts = "\n".join(f"🔴 `{cid}` firing since {format_time(since)}" for cid, since in open_alerts) or "none"
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Open P0/P1 alerts*\n{alerts}"}})
+    for metric in cat.digest_metrics:
+        rows = (metrics or {}).get(metric.id)
+        if rows is None:
+            body = "_could not be computed in this run_"
+        elif not rows:
+            body = "_no data_"
+        else:
+            body = "\n".join(f"• {slack_escape(r['label'])}: {format_value(r['value'], metric.unit)}" for r in rows)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(f"*{metric.title}*\n{body}", SECTION_MAX)}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
+                   f"`loyalty_p2_checks` · runbooks: {cat.runbook_link(DIGEST_ID)}"}]})
+    text = f"Loyalty weekly digest {format_time(t)}: {firing} of {len(cat.for_severity('P2'))} P2 checks firing"
+    return {"text": text, "blocks": blocks}
+
+
+def collect_metrics(cat: Catalog, t, timeout) -> dict[str, list[dict[str, Any]]]:
+    from loyalty_checks.measure import digest_metric
+
+    with deliver.postgres(deliver.LOYALTY_DB) as conn:
+        return {m.id: digest_metric(conn, m, t, timeout) for m in cat.digest_metrics}
+
+
+def post(cat: Catalog, metrics: dict[str, Any] | None, context) -> bool:
+    """Send the digest once per evaluation time T; True if sent now."""
+    from loyalty_checks.state import claim_notification, load_evaluation, mark_sent
+    from loyalty_checks.tasks import run_ref
+
+    ref = run_ref(context)
+    with deliver.monitoring_db() as conn:
+        evaluations = {c.id: load_evaluation(conn, c.id, ref.t) for c in cat.for_severity("P2")}
+        open_alerts = conn.execute(
+            "SELECT check_id, since FROM loyalty_monitoring.check_state"
+            " WHERE status = 'firing' AND check_id = ANY(%s) ORDER BY since",
+            ([c.id for c in cat.checks if c.severity != "P2"],)).fetchall()
+        body = digest_message(cat, ref.t, evaluations, metrics, open_alerts)
+        key = (DIGEST_ID, ref.t, "digest", "slack")
+        if not claim_notification(conn, *key, ref.run_id):
+            log.info("The digest for %s was already sent", ref.t.isoformat())
+            return False
+        try:
+            deliver.send_slack(deliver.SLACK_REPORTS, body)
+        except Exception as exc:
+            mark_sent(conn, *key, error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        mark_sent(conn, *key)
+    return True
+
+
+def add_digest(groups: list, cat: Catalog) -> None:
+    """Add the digest tasks after the P2 check groups (inside the DAG's `with` block)."""
+    spec = cat.dags["P2"]
+
+    @task(task_id="digest_metrics")
+    def digest_metrics(**context):
+        from loyalty_checks.tasks import run_time
+
+        return collect_metrics(cat, run_time(context), spec.statement_timeout)
+
+    @task(task_id="post_digest", trigger_rule=TriggerRule.ALL_DONE)
+    def post_digest(**context):
+        # Pulled, not passed: a failed digest_metrics leaves no XCom, and the digest still goes out.
+        metrics = context["ti"].xcom_pull(task_ids="digest_metrics")
+        return post(cat, metrics, context)
+
+    @task(task_id="fail_if_any_failed", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def fail_if_any_failed():
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("A check or a digest metric could not be evaluated: see the red tasks")
+
+    metrics = digest_metrics()
+    posted = post_digest()
+    groups >> posted
+    metrics >> posted
+    watcher = fail_if_any_failed()
+    groups >> watcher
+    [metrics, posted] >> watcher

@@ -1,0 +1,115 @@
+"""Build one check DAG from the catalog: the three DAG files call `build_dag(severity)`.
+
+Per check, a task group named after the check:
+
+    measure ──> decide (@task.branch) ──> notify_pagerduty / notify_slack
+       └──────> report_error (only when measure failed after its retries)
+
+P2 checks are evaluated the same way but report in one weekly digest task. Groups are
+built statically from the catalog (no mapped task groups: branching inside them does
+not skip, apache/airflow#67265), and no branch is the direct upstream of a join
+(apache/airflow#55187). Parsing reads only the catalog file.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, TaskGroup, TriggerRule, task
+
+from loyalty_checks import tasks
+from loyalty_checks.catalog import SQL_DIR, Catalog, Check, DagSpec, catalog
+from loyalty_checks.text import format_threshold
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+ROUTE_TEXT = {
+    "pagerduty": "PagerDuty (`pagerduty_loyalty`, one incident per check)",
+    "slack": "Slack (`slack_loyalty_alerts`)",
+    "digest": "one weekly Slack digest (`slack_loyalty_reports`)",
+}
+
+
+def _doc_md(spec: DagSpec, checks: tuple[Check, ...], cat: Catalog) -> str:
+    rows = "\n".join(
+        f"| [`{c.id}`]({cat.runbook_link(c.id)}) | {c.title} | {c.metric} "
+        f"| {format_threshold(c.comparison, c.threshold, c.unit)} | {c.window_text or '—'} |"
+        for c in checks)
+    routes = ", ".join(ROUTE_TEXT[r] for r in spec.routes)
+    return f"""
+### Loyalty {spec.severity} checks
+
+Runs `{spec.schedule}` (UTC). Each check evaluates as of the run's logical time T on
+`loyalty_db` (read only, statement timeout {spec.statement_timeout}), records the result in
+`loyalty_monitoring_db` and notifies on a change of state only: **{routes}**.
+
+| check | title | metric | fires when | window |
+|---|---|---|---|---|
+{rows}
+
+In the grid: `decide` green with `notify_*` skipped = evaluated, nothing new to say;
+`notify_*` green = a notification went out; `measure` red = the check could not be
+evaluated, and `report_error` reported it. Thresholds live in `include/checks.yaml`.
+"""
+
+
+def _check_group(check: Check, spec: DagSpec):
+    """measure -> decide -> notify_*; measure -> report_error."""
+    with TaskGroup(group_id=check.id, tooltip=check.title) as group:
+        measure = tasks.CheckMetricOperator(task_id="measure", check_id=check.id, sql=check.sql,
+                                            doc_md=f"**{check.title}**: {check.metric}")
+        channels = [r for r in spec.routes if r != "digest"]
+
+        @task.branch(task_id="decide")
+        def decide(measurement, **context):
+            return tasks.decide(check.id, spec.routes, measurement, context)
+
+        @task(task_id="evaluate")
+        def evaluate(measurement, **context):
+            tasks.decide(check.id, spec.routes, measurement, context)
+
+        @task(task_id="report_error", trigger_rule=TriggerRule.ONE_FAILED, retries=2)
+        def report_error(**context):
+            return tasks.report_error(check.id, spec.routes, context)
+
+        if channels:
+            decided = decide(measure.output)
+            for channel in channels:
+                @task(task_id=f"notify_{channel}", retries=2)
+                def notify(channel=channel, **context):
+                    return tasks.notify(check.id, channel, context)
+
+                decided >> notify()
+        else:
+            evaluate(measure.output)
+        measure >> report_error()
+    return group
+
+
+def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
+    """The DAG of one severity, with a task group per catalog check."""
+    cat = cat or catalog()
+    spec = cat.dags[severity]
+    checks = cat.for_severity(severity)
+    with DAG(
+        dag_id=spec.dag_id,
+        description=f"Loyalty {severity} checks: " + ", ".join(c.id for c in checks),
+        schedule=spec.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=spec.run_timeout,
+        template_searchpath=[str(SQL_DIR)],
+        tags=["loyalty", "monitoring", severity],
+        doc_md=_doc_md(spec, checks, cat),
+        default_args={
+            "owner": spec.owner,
+            "retries": spec.retries,
+            "retry_delay": spec.retry_delay,
+            "execution_timeout": spec.run_timeout,
+        },
+    ) as dag:
+        groups = [_check_group(check, spec) for check in checks]
+        if "digest" in spec.routes:
+            from loyalty_checks.digest import add_digest
+
+            add_digest(groups, cat)
+    return dag

@@ -1,0 +1,132 @@
+"""Run a check's SQL as of time T on a DB-API connection and shape its rows.
+
+SQL contract (include/sql/README.md): bound parameters %(t)s (T, timestamptz),
+%(window)s (interval or NULL) and the check's `params`. A check without entities
+returns one row with a `value` column (NULL or no row = no data); a check with
+entities returns one row per entity with `entity_id`, `entity_name`, `value`. Any
+other column is kept as a detail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from loyalty_checks.catalog import Check, DigestMetric
+
+
+class CheckSqlError(RuntimeError):
+    """The check's SQL ran but returned something the contract does not allow."""
+
+
+def sql_parameters(item: Check | DigestMetric, t: dt.datetime) -> dict[str, Any]:
+    params = dict(getattr(item, "params", {}) or {})
+    params["t"] = t
+    params["window"] = item.window
+    return params
+
+
+def open_read_only(conn, statement_timeout: dt.timedelta, application_name: str) -> None:
+    """Start a read-only transaction with a statement timeout, in UTC, named for the DBA."""
+    with conn.cursor() as cur:
+        cur.execute("SET TRANSACTION READ ONLY")
+        cur.execute(
+            "SELECT set_config('statement_timeout', %(timeout)s, true),"
+            " set_config('application_name', %(app)s, true),"
+            " set_config('TimeZone', 'UTC', true)",
+            {"timeout": f"{int(statement_timeout.total_seconds() * 1000)}ms", "app": application_name[:63]},
+        )
+
+
+def fetch(conn, sql: str, params: dict[str, Any], timeout: dt.timedelta, app: str) -> tuple[list[str], list[tuple]]:
+    """Run one query in its own read-only transaction (psycopg 3), always rolled back."""
+    if conn.info.transaction_status != 0:  # IDLE: SET TRANSACTION must open the transaction
+        conn.rollback()
+    with conn.transaction(force_rollback=True):
+        open_read_only(conn, timeout, app)
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            if cur.description is None:
+                raise CheckSqlError("the SQL returned no result set (it must be a SELECT)")
+            columns = [d[0] for d in cur.description]
+            return columns, cur.fetchall()
+
+
+def jsonable(value: Any) -> Any:
+    """Database values as JSON-friendly Python values (XCom, state tables, payloads)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (bytes, memoryview)):
+        raise CheckSqlError("binary columns are not allowed in check results")
+    return value
+
+
+def _number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise CheckSqlError(f"{where}: column 'value' must be numeric, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def shape_rows(check: Check, columns: list[str], rows: list[tuple]) -> dict[str, Any]:
+    """Turn result rows into a measurement: {'value', 'details', 'entities'}.
+
+    For a check with entities, `value` is None and every entity carries its own value;
+    entities with a NULL value are dropped (nothing was measured for them).
+    """
+    where = f"check {check.id!r} ({check.sql_path})"
+    required = ["value"] + (["entity_id", "entity_name"] if check.entity else [])
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise CheckSqlError(f"{where}: result lacks column {missing[0]!r}; got columns {columns}")
+    if check.entity is None:
+        if len(rows) > 1:
+            raise CheckSqlError(f"{where}: expected at most one row, got {len(rows)}")
+        record = dict(zip(columns, rows[0])) if rows else {"value": None}
+        value = _number(record.pop("value"), where)
+        return {"value": value, "details": {k: jsonable(v) for k, v in record.items()}, "entities": None}
+
+    entities = []
+    for row in rows:
+        record = dict(zip(columns, row))
+        value = _number(record.pop("value"), where)
+        if value is None:
+            continue
+        entity_id = record.pop("entity_id")
+        if entity_id is None:
+            raise CheckSqlError(f"{where}: column 'entity_id' must not be NULL")
+        name = record.pop("entity_name")
+        entities.append({
+            "id": str(entity_id),
+            "name": str(name) if name is not None else str(entity_id),
+            "value": value,
+            **{k: jsonable(v) for k, v in record.items()},
+        })
+    return {"value": None, "details": {}, "entities": entities}
+
+
+def measure(conn, check: Check, t: dt.datetime, app_prefix: str = "loyalty_checks") -> dict[str, Any]:
+    """Run `check` as of `t` on `conn` (psycopg) and return its measurement."""
+    return measure_sql(conn, check, check.sql_path.read_text(encoding="utf-8"), t, app_prefix)
+
+
+def measure_sql(conn, check: Check, sql: str, t: dt.datetime, app_prefix: str = "loyalty_checks") -> dict[str, Any]:
+    """Same as `measure`, with SQL already rendered by Airflow."""
+    columns, rows = fetch(conn, sql, sql_parameters(check, t), check.statement_timeout,
+                          f"{app_prefix}:{check.id}")
+    return shape_rows(check, columns, rows)
+
+
+def digest_metric(conn, metric: DigestMetric, t: dt.datetime, timeout: dt.timedelta) -> list[dict[str, Any]]:
+    """Rows of (label, value) of an informational digest metric."""
+    sql = metric.sql_path.read_text(encoding="utf-8")
+    columns, rows = fetch(conn, sql, sql_parameters(metric, t), timeout, f"loyalty_checks:{metric.id}")
+    if columns[:2] != ["label", "value"]:
+        raise CheckSqlError(f"digest metric {metric.id!r} ({metric.sql_path}): expected columns label, value; got {columns}")
+    return [{"label": str(r[0]), "value": jsonable(r[1])} for r in rows]

@@ -1,0 +1,180 @@
+"""What the tasks of a check DAG do at run time (the factory wires them together).
+
+measure  -> the check's SQL on loyalty_db as of T (CheckMetricOperator)
+decide   -> threshold + alert state: which notifications this evaluation needs
+notify   -> send those notifications on one channel, each at most once
+report_error -> runs only when measure failed after its retries: record and report it
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from contextlib import ExitStack
+from typing import Any
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperator
+
+from loyalty_checks import deliver
+from loyalty_checks.catalog import Check, catalog
+from loyalty_checks.state import RunRef
+
+log = logging.getLogger(__name__)
+
+
+def run_time(context) -> dt.datetime:
+    """T: the run's logical time (the scheduled moment, or `airflow dags test <date>`)."""
+    t = context.get("logical_date") or context["dag_run"].run_after
+    return dt.datetime.fromtimestamp(t.timestamp(), tz=dt.timezone.utc)
+
+
+def run_ref(context) -> RunRef:
+    return RunRef(dag_id=context["dag"].dag_id, run_id=context["run_id"], t=run_time(context))
+
+
+def run_url(context) -> str:
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
+    return f"{base.rstrip('/')}/dags/{context['dag'].dag_id}/runs/{quote(context['run_id'], safe='')}"
+
+
+class CheckMetricOperator(BaseOperator):
+    """Run one check's SQL file on `loyalty_db` as of T in a read-only transaction.
+
+    Returns the measurement (value, details, entities) for the threshold branch. The
+    SQL is an Airflow template, so the task's "Rendered Template" shows it.
+    """
+
+    template_fields = ("sql",)
+    template_ext = (".sql",)
+    template_fields_renderers = {"sql": "sql"}
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, check_id: str, sql: str, conn_id: str = deliver.LOYALTY_DB, **kwargs):
+        super().__init__(**kwargs)
+        self.check_id, self.sql, self.conn_id = check_id, sql, conn_id
+
+    def execute(self, context) -> dict[str, Any]:
+        from loyalty_checks.measure import measure_sql
+
+        check = catalog().check(self.check_id)
+        t = run_time(context)
+        try:
+            with deliver.postgres(self.conn_id) as conn:
+                measurement = measure_sql(conn, check, self.sql, t)
+        except Exception as exc:
+            # Kept for report_error: the last try's error is what the report shows.
+            context["ti"].xcom_push(key="error", value=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        n = len(measurement["entities"]) if measurement["entities"] is not None else None
+        log.info("%s as of %s: value=%s entities=%s", check.id, t.isoformat(), measurement["value"], n)
+        return measurement
+
+
+def decide(check_id: str, routes: tuple[str, ...], measurement: dict[str, Any], context) -> list[str] | None:
+    """The threshold branch: record the evaluation, return the notify tasks to run (or None)."""
+    from loyalty_checks.evaluate import evaluate
+    from loyalty_checks.state import record_evaluation
+
+    check = catalog().check(check_id)
+    evaluation = evaluate(check, measurement)
+    with deliver.monitoring_db() as conn:
+        events = record_evaluation(conn, check, run_ref(context), evaluation)
+    log.info("%s: %s, value %s, %d breaching entities; notifications: %s", check_id, evaluation.status,
+             evaluation.value, len(evaluation.entities), events or "none")
+    channels = [r for r in routes if r != "digest"]
+    if not events or not channels:
+        return None
+    return [f"{check_id}.notify_{channel}" for channel in channels]
+
+
+def _notice(check: Check, event: str, evaluation: dict[str, Any], context):
+    from loyalty_checks.messages import Notice
+
+    cat = catalog()
+    return Notice(check=check, event=event, t=run_time(context), evaluation=evaluation,
+                  dag_id=context["dag"].dag_id, run_url=run_url(context),
+                  runbook_url=cat.runbook_link(check.id), entity_cap=cat.entity_cap)
+
+
+def send_direct(notice, channel: str) -> None:
+    """Send one notice on one channel now."""
+    from loyalty_checks.messages import pagerduty_event, slack_message
+
+    if channel == "pagerduty":
+        dedup = deliver.send_pagerduty(deliver.PAGERDUTY, pagerduty_event(notice), notice.t.isoformat())
+        log.info("PagerDuty %s sent, dedup_key %s", notice.event, dedup)
+    elif channel == "slack":
+        deliver.send_slack(deliver.SLACK_ALERTS, slack_message(notice))
+        log.info("Slack %s message sent", notice.event)
+    else:
+        raise ValueError(f"unknown channel {channel!r}")
+
+
+def send_once(conn, notice, channel: str, run_id: str) -> bool:
+    """Send one notice on one channel unless it was sent before; True if sent now."""
+    from loyalty_checks.state import claim_notification, mark_sent
+
+    key = (notice.check.id, notice.t, notice.event, channel)
+    if not claim_notification(conn, *key, run_id):
+        log.info("%s %s on %s was already sent for this evaluation: not sending again", *key[::2], channel)
+        return False
+    try:
+        send_direct(notice, channel)
+    except Exception as exc:
+        mark_sent(conn, *key, error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    mark_sent(conn, *key)
+    return True
+
+
+def notify(check_id: str, channel: str, context) -> int:
+    """Send this run's decided notifications of one check on one channel."""
+    from loyalty_checks.state import load_evaluation
+
+    check = catalog().check(check_id)
+    ref = run_ref(context)
+    with deliver.monitoring_db() as conn:
+        evaluation = load_evaluation(conn, check_id, ref.t)
+        if evaluation is None:
+            raise RuntimeError(f"{check_id}: no evaluation recorded for T={ref.t.isoformat()}")
+        return sum(send_once(conn, _notice(check, event, evaluation, context), channel, ref.run_id)
+                   for event in evaluation["events"])
+
+
+def report_error(check_id: str, routes: tuple[str, ...], context) -> list[str]:
+    """measure failed after its retries: record `error` and report it once on every route.
+
+    Fails open: when the alert state cannot be reached either, the error is still sent
+    (PagerDuty deduplicates it by its key) rather than lost.
+    """
+    from loyalty_checks.state import ERROR_EVENT, load_evaluation, record_error
+
+    check = catalog().check(check_id)
+    ref = run_ref(context)
+    error = str(context["ti"].xcom_pull(task_ids=f"{check_id}.measure", key="error")
+                or f"{check_id}.measure failed; see its task log")
+    log.error("%s could not be evaluated at %s: %s", check_id, ref.t.isoformat(), error)
+    with ExitStack() as stack:
+        try:
+            conn = stack.enter_context(deliver.monitoring_db())
+            events = record_error(conn, check, ref, error)
+            evaluation = load_evaluation(conn, check_id, ref.t)
+        except Exception:  # noqa: BLE001
+            log.exception("Alert state unavailable: reporting the error without it")
+            conn, events, evaluation = None, [ERROR_EVENT], {"error": error, "events": [ERROR_EVENT]}
+        failures = []
+        for channel in (r for r in routes if r != "digest"):  # one channel failing must not stop the next
+            for event in events:
+                notice = _notice(check, event, evaluation, context)
+                try:
+                    send_once(conn, notice, channel, ref.run_id) if conn else send_direct(notice, channel)
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("Could not report %s on %s", check_id, channel)
+                    failures.append(exc)
+        if failures:
+            raise failures[0]
+    log.info("%s error reported: %s", check_id, events or "already reported before")
+    return events

@@ -1,0 +1,59 @@
+"""Formatting shared by the notifications: values, times, and Slack-safe text."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+# Slack mrkdwn has no escape for its formatting characters, so database text gets
+# look-alikes: a merchant named "*Best* _deal_" cannot bold, italicise or strike.
+_SLACK_LOOKALIKES = str.maketrans({
+    "&": "&amp;", "<": "&lt;", ">": "&gt;",       # mentions (<!channel>), links (<url|x>)
+    "*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ",        # bold, italic, strike, code
+    "\n": " ", "\r": " ", "\t": " ",
+})
+NAME_MAX = 80
+
+
+def slack_escape(text: Any, limit: int = NAME_MAX) -> str:
+    """Database text made inert for Slack mrkdwn and cut to `limit` characters."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.translate(_SLACK_LOOKALIKES)
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A metric value as people read it: ratios as percentages, hours with one decimal."""
+    if value is None:
+        return "no data"
+    if unit == "ratio":
+        return f"{value * 100:.1f}%"
+    if unit == "h":
+        return f"{value:.1f} h"
+    text = f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
+    return f"{text} {unit}".strip()
+
+
+def format_threshold(comparison: str, threshold: float, unit: str) -> str:
+    return f"{comparison} {format_value(threshold, unit)}"
+
+
+def format_time(t: dt.datetime | str | None) -> str:
+    if t is None:
+        return "—"
+    if isinstance(t, str):
+        t = dt.datetime.fromisoformat(t)
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_duration(delta: dt.timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    days, rem = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rem, 60)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes or not (days or hours) else ""]
+    return " ".join(p for p in parts if p)
