@@ -29,7 +29,8 @@ import pytest  # noqa: E402
 
 from demo.embedded_pg import PgServer, start  # noqa: E402
 
-TEMPLATE_DB = "loyalty_test_template"
+# Unique per session: several test sessions may share one server (LOYALTY_PG_URI).
+TEMPLATE_DB = f"loyalty_tmpl_{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +57,74 @@ def db(pg, loyalty_db):
     """An autocommit psycopg connection to a fresh loyalty database."""
     with pg.connect(loyalty_db, autocommit=True) as conn:
         yield conn
+
+
+# ---------------------------------------------------------------- Airflow end to end
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated Airflow metadata database (SQLite) for dag.test()."""
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
+                   capture_output=True, env=os.environ.copy())
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    return bag
+
+
+@pytest.fixture
+def sink():
+    """A local HTTP server standing in for Slack and PagerDuty."""
+    from demo.capture_server import CaptureServer
+
+    server = CaptureServer().start()
+    yield server
+    server.stop()
+
+
+ROUTING_KEY = "test-routing-key-0123456789"
+
+
+def connection_env(pg: PgServer, loyalty_db: str, sink_url: str, monitoring_db: str | None = None) -> dict:
+    """AIRFLOW_CONN_* variables of checks.md pointing at test servers."""
+    import json
+
+    return {
+        "AIRFLOW_CONN_LOYALTY_DB": pg.airflow_conn(loyalty_db),
+        "AIRFLOW_CONN_LOYALTY_MONITORING_DB": pg.airflow_conn(monitoring_db or loyalty_db),
+        "AIRFLOW_CONN_SLACK_LOYALTY_ALERTS": json.dumps(
+            {"conn_type": "slackwebhook", "password": f"{sink_url}/slack/alerts"}),
+        "AIRFLOW_CONN_SLACK_LOYALTY_REPORTS": json.dumps(
+            {"conn_type": "slackwebhook", "password": f"{sink_url}/slack/reports"}),
+        "AIRFLOW_CONN_PAGERDUTY_LOYALTY": json.dumps(
+            {"conn_type": "pagerduty_events", "password": ROUTING_KEY,
+             "extra": {"events_api_url": f"{sink_url}/pagerduty"}}),
+    }
+
+
+@pytest.fixture
+def airflow_conns(pg, loyalty_db, sink, monkeypatch):
+    """Connections of checks.md as environment variables, for this test's database and sink."""
+    for key, value in connection_env(pg, loyalty_db, sink.url).items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def run_dag(dagbag, airflow_conns):
+    """run_dag(dag_id, T) -> (dag run, {task_id: state}), executing the DAG with dag.test()."""
+
+    def run(dag_id: str, t):
+        dag = dagbag.get_dag(dag_id)
+        for task in dag.tasks:  # dag.test() waits out retry delays in real time
+            task.retries = 0
+        dr = dag.test(logical_date=t)
+        return dr, {ti.task_id: ti.state for ti in dr.get_task_instances()}
+
+    return run

@@ -51,6 +51,9 @@ def monitoring_db() -> Iterator[Any]:
     from loyalty_checks.state import ensure_schema
 
     with postgres(conn_id) as conn:
+        # Autocommit, so that every `with conn.transaction()` in state.py is a real
+        # transaction that commits, never a savepoint inside a forgotten implicit one.
+        conn.autocommit = True
         ensure_schema(conn)
         yield conn
 
