@@ -1,0 +1,118 @@
+"""DAG integrity: the three DAG files import cleanly, are shaped as the contract says,
+and parsing them touches no database, network, connection or Variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+
+import pytest
+
+from loyalty_checks.catalog import catalog
+from tests.conftest import ROOT
+
+EXPECTED = {
+    "loyalty_p0_checks": ("*/5 * * * *", timedelta(minutes=5), "P0"),
+    "loyalty_p1_checks": ("0 * * * *", timedelta(hours=1), "P1"),
+    "loyalty_p2_checks": ("0 8 * * 1", timedelta(weeks=1), "P2"),
+}
+
+
+@pytest.fixture(scope="module")
+def bag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_no_import_errors_and_exactly_three_dags(bag):
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_schedule_and_run_settings(bag, dag_id):
+    dag = bag.dags[dag_id]
+    cron, interval, severity = EXPECTED[dag_id]
+    spec = catalog().dags[severity]
+    assert dag.timetable.expression == cron
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"  # T = the scheduled moment
+    assert dag.timetable.timezone.name == "UTC"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.dagrun_timeout < interval  # a run never overlaps the next
+    assert {"loyalty", "monitoring", severity} <= set(dag.tags)
+    for task in dag.tasks:
+        assert task.owner == spec.owner
+        assert task.execution_timeout <= dag.dagrun_timeout
+        if task.task_id.endswith(".measure"):
+            assert task.retries == spec.retries and task.retry_delay == spec.retry_delay
+    for check in catalog().for_severity(severity):
+        assert f"`{check.id}`" in dag.doc_md and check.title in dag.doc_md
+
+
+@pytest.mark.parametrize("dag_id", ["loyalty_p0_checks", "loyalty_p1_checks"])
+def test_check_group_shape(bag, dag_id):
+    dag = bag.dags[dag_id]
+    severity = EXPECTED[dag_id][2]
+    channels = {"P0": ["pagerduty", "slack"], "P1": ["slack"]}[severity]
+    for check in catalog().for_severity(severity):
+        g = check.id
+        measure, decide = dag.get_task(f"{g}.measure"), dag.get_task(f"{g}.decide")
+        assert measure.downstream_task_ids == {f"{g}.decide", f"{g}.report_error"}
+        assert decide.downstream_task_ids == {f"{g}.notify_{c}" for c in channels}
+        assert type(decide).__name__ == "_BranchPythonDecoratedOperator"
+        assert dag.get_task(f"{g}.report_error").trigger_rule == "one_failed"
+        assert measure.sql == check.sql_path.read_text()  # the file, rendered at run time
+        for c in channels:
+            assert dag.get_task(f"{g}.notify_{c}").trigger_rule == "all_success"
+    # No trigger rule hides a failure, and no branch feeds a join (apache/airflow#55187).
+    assert {t.trigger_rule for t in dag.tasks} == {"all_success", "one_failed"}
+
+
+def test_p2_digest_shape(bag):
+    dag = bag.dags["loyalty_p2_checks"]
+    post = dag.get_task("post_digest")
+    watcher = dag.get_task("fail_if_any_failed")
+    assert post.trigger_rule == "all_done" and watcher.trigger_rule == "one_failed"
+    checks = [c.id for c in catalog().for_severity("P2")]
+    assert post.upstream_task_ids == {f"{c}.{t}" for c in checks for t in ("evaluate", "report_error")} | {
+        "digest_metrics"}
+    # The watcher sees every task, so a failed check still makes the run red.
+    assert watcher.upstream_task_ids >= {f"{c}.evaluate" for c in checks} | {"digest_metrics", "post_digest"}
+    assert dag.leaves == [watcher] or set(t.task_id for t in dag.leaves) == {"fail_if_any_failed"}
+
+
+PARSE_PROBE = textwrap.dedent("""
+    import runpy, socket, sys
+    touched = []
+    def audit(event, args):
+        if event in ("socket.connect", "sqlite3.connect", "socket.getaddrinfo"):
+            touched.append((event, str(args)[:200]))
+    sys.addaudithook(audit)
+    from airflow.sdk import Connection, Variable, BaseHook
+    def forbid(what):
+        def f(*a, **k):
+            touched.append((what, str(a)[:200]))
+            raise RuntimeError(what + " at parse time")
+        return f
+    Connection.get = forbid("Connection.get")
+    Variable.get = forbid("Variable.get")
+    BaseHook.get_connection = forbid("BaseHook.get_connection")
+    for path in sys.argv[1:]:
+        runpy.run_path(path, run_name="probe")
+    print("TOUCHED", touched)
+""")
+
+
+def test_parsing_does_no_database_network_connection_or_variable_access(tmp_path):
+    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/never-created.db"}
+    files = sorted(str(p) for p in (ROOT / "dags").glob("*.py"))
+    out = subprocess.run([sys.executable, "-c", PARSE_PROBE, *files], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "TOUCHED []" in out.stdout, out.stdout
+    assert not (tmp_path / "never-created.db").exists()

@@ -1,0 +1,108 @@
+"""Alert state on a real PostgreSQL: transitions, reruns, backfills, errors, claims."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from loyalty_checks.catalog import catalog
+from loyalty_checks.evaluate import Evaluation
+from loyalty_checks.state import (RunRef, claim_notification, ensure_schema, load_evaluation, mark_sent,
+                                  record_error, record_evaluation)
+from tests.sql.rows import MIN, T
+
+CHECK = catalog().check("rate_limit_spikes")
+
+
+@pytest.fixture
+def mon(pg, loyalty_db):
+    with pg.connect(loyalty_db, autocommit=True) as conn:
+        ensure_schema(conn)
+        yield conn
+
+
+def ev(status, value=None, entities=()):
+    return Evaluation(CHECK.id, status, value, CHECK.threshold, CHECK.comparison,
+                      entities=[{"id": str(e), "name": f"Store {e}", "value": value} for e in entities],
+                      entities_total=len(entities))
+
+
+def at(minutes):
+    return RunRef("loyalty_p1_checks", f"run_{minutes}", T + minutes * MIN)
+
+
+def test_transitions_notify_only_on_change(mon):
+    assert record_evaluation(mon, CHECK, at(0), ev("ok", 10)) == []
+    assert record_evaluation(mon, CHECK, at(60), ev("firing", 150, [10])) == ["trigger"]
+    assert record_evaluation(mon, CHECK, at(120), ev("firing", 160, [10, 11])) == []
+    assert record_evaluation(mon, CHECK, at(180), ev("no_data")) == ["resolve"]  # policy ok: no data is ok
+    assert record_evaluation(mon, CHECK, at(240), ev("ok", 3)) == []
+    row = load_evaluation(mon, CHECK.id, T + 180 * MIN)
+    assert row["status"] == "no_data" and row["events"] == ["resolve"]
+    assert row["fired_since"] == T + 60 * MIN  # the resolve knows when the episode began
+    firing = load_evaluation(mon, CHECK.id, T + 120 * MIN)
+    assert [e["id"] for e in firing["entities"]] == ["10", "11"] and firing["entities_total"] == 2
+
+
+def test_same_time_again_returns_the_same_decision(mon):
+    assert record_evaluation(mon, CHECK, at(0), ev("firing", 150, [1])) == ["trigger"]
+    # A rerun of T sees the decision made then, even if the data changed meanwhile.
+    assert record_evaluation(mon, CHECK, at(0), ev("ok", 1)) == ["trigger"]
+    assert mon.execute("SELECT count(*) FROM loyalty_monitoring.evaluations").fetchone()[0] == 1
+
+
+def test_older_time_is_recorded_but_changes_nothing(mon):
+    assert record_evaluation(mon, CHECK, at(60), ev("firing", 150, [1])) == ["trigger"]
+    assert record_evaluation(mon, CHECK, at(0), ev("ok", 1)) == []  # a backfill of an earlier T
+    assert record_evaluation(mon, CHECK, at(120), ev("firing", 150, [1])) == []  # still firing
+    assert mon.execute("SELECT status FROM loyalty_monitoring.check_state").fetchone() == ("firing",)
+
+
+def test_error_is_reported_once_keeps_the_alert_and_resolves(mon):
+    assert record_evaluation(mon, CHECK, at(0), ev("firing", 150, [1])) == ["trigger"]
+    assert record_error(mon, CHECK, at(60), "OperationalError: connection refused") == ["error"]
+    assert record_error(mon, CHECK, at(120), "OperationalError: connection refused") == []
+    assert record_error(mon, CHECK, at(120), "again") == []  # retry of the same report
+    assert mon.execute("SELECT status FROM loyalty_monitoring.check_state").fetchone() == ("firing",)
+    # Evaluates again, still firing: only the error resolves; no new trigger.
+    assert record_evaluation(mon, CHECK, at(180), ev("firing", 150, [1])) == ["error_resolve"]
+    assert load_evaluation(mon, CHECK.id, T + 60 * MIN)["error"] == "OperationalError: connection refused"
+
+
+def test_error_then_a_successful_retry_of_the_same_time(mon):
+    assert record_error(mon, CHECK, at(0), "timeout") == ["error"]
+    assert record_evaluation(mon, CHECK, at(0), ev("firing", 150, [1])) == ["trigger", "error_resolve"]
+
+
+def test_notification_claims(mon):
+    assert claim_notification(mon, CHECK.id, T, "trigger", "slack", "r1") is True
+    mark_sent(mon, CHECK.id, T, "trigger", "slack", error="HTTP 500")
+    assert claim_notification(mon, CHECK.id, T, "trigger", "slack", "r1") is True  # failed: retry sends
+    mark_sent(mon, CHECK.id, T, "trigger", "slack")
+    assert claim_notification(mon, CHECK.id, T, "trigger", "slack", "r1") is False
+    assert claim_notification(mon, CHECK.id, T, "trigger", "pagerduty", "r1") is True
+    attempts, error = mon.execute("SELECT attempts, last_error FROM loyalty_monitoring.notifications"
+                                  " WHERE channel = 'slack'").fetchone()
+    assert (attempts, error) == (3, None)
+
+
+def test_concurrent_first_use_and_evaluation(pg, loyalty_db):
+    """Two workers creating the schema and evaluating the same T: one decision, one trigger."""
+    results, errors = [], []
+
+    def worker():
+        try:
+            with pg.connect(loyalty_db, autocommit=True) as conn:
+                ensure_schema(conn)
+                results.append(record_evaluation(conn, CHECK, at(0), ev("firing", 150, [1])))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(results) == [["trigger"]] * 4  # all see the one decision; it is sent once (claims)
