@@ -18,8 +18,10 @@ from typing import Any
 
 
 class CaptureServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_file: str | Path | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_file: str | Path | None = None,
+                 on_record=None):
         self.requests: list[dict[str, Any]] = []
+        self.on_record = on_record  # called with each captured request (the UI demo prints them)
         self.log_file = Path(log_file) if log_file else None
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer((host, port), self._handler())
@@ -71,6 +73,8 @@ class CaptureServer:
             if self.log_file:
                 with self.log_file.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
+        if self.on_record:
+            self.on_record(record)
 
     def take(self, path_prefix: str = "") -> list[dict[str, Any]]:
         """Remove and return the captured requests whose path starts with `path_prefix`."""

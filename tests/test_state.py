@@ -8,8 +8,15 @@ import pytest
 
 from loyalty_checks.catalog import catalog
 from loyalty_checks.evaluate import Evaluation
-from loyalty_checks.state import (RunRef, claim_notification, ensure_schema, load_evaluation, mark_sent,
-                                  record_error, record_evaluation)
+from loyalty_checks.state import (
+    RunRef,
+    claim_notification,
+    ensure_schema,
+    load_evaluation,
+    mark_sent,
+    record_error,
+    record_evaluation,
+)
 from tests.sql.rows import MIN, T
 
 CHECK = catalog().check("rate_limit_spikes")

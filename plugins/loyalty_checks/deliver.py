@@ -61,9 +61,11 @@ def monitoring_db() -> Iterator[Any]:
 def send_slack(conn_id: str, body: dict[str, Any]) -> None:
     """POST a message to a Slack incoming webhook, retrying 429 (Retry-After), 5xx and network errors."""
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
-    from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler,
-                                                       RateLimitErrorRetryHandler,
-                                                       ServerErrorRetryHandler)
+    from slack_sdk.http_retry.builtin_handlers import (
+        ConnectionErrorRetryHandler,
+        RateLimitErrorRetryHandler,
+        ServerErrorRetryHandler,
+    )
 
     hook = SlackWebhookHook(
         slack_webhook_conn_id=conn_id, timeout=HTTP_TIMEOUT,
@@ -91,8 +93,7 @@ def send_pagerduty(conn_id: str, event: dict[str, Any], timestamp: str) -> str:
     accepts only https; plain http is allowed for loopback, or with extra `allow_http`.
     """
     import pagerduty
-    from airflow.providers.pagerduty.hooks.pagerduty_events import (PagerdutyEventsHook,
-                                                                    prepare_event_data)
+    from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHook, prepare_event_data
 
     hook = PagerdutyEventsHook(pagerduty_events_conn_id=conn_id)
     extra = hook.get_connection(conn_id).extra_dejson

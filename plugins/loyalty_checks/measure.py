@@ -88,13 +88,13 @@ def shape_rows(check: Check, columns: list[str], rows: list[tuple]) -> dict[str,
     if check.entity is None:
         if len(rows) > 1:
             raise CheckSqlError(f"{where}: expected at most one row, got {len(rows)}")
-        record = dict(zip(columns, rows[0])) if rows else {"value": None}
+        record = dict(zip(columns, rows[0], strict=True)) if rows else {"value": None}
         value = _number(record.pop("value"), where)
         return {"value": value, "details": {k: jsonable(v) for k, v in record.items()}, "entities": None}
 
     entities = []
     for row in rows:
-        record = dict(zip(columns, row))
+        record = dict(zip(columns, row, strict=True))
         value = _number(record.pop("value"), where)
         if value is None:
             continue

@@ -13,8 +13,7 @@ from typing import Any
 
 from loyalty_checks.catalog import Check
 from loyalty_checks.state import ERROR_EVENT, ERROR_RESOLVE, RESOLVE, TRIGGER
-from loyalty_checks.text import (format_duration, format_threshold, format_time, format_value,
-                                 slack_escape, truncate)
+from loyalty_checks.text import format_duration, format_threshold, format_time, format_value, slack_escape, truncate
 
 PAGERDUTY_SUMMARY_MAX = 1024
 SLACK_TEXT_MAX = 3000          # a section block's text limit

@@ -140,7 +140,7 @@ def load_evaluation(conn, check_id: str, t: dt.datetime) -> dict[str, Any] | Non
     if row is None:
         return None
     names = [d[0] for d in cur.description]
-    return dict(zip(names, row))
+    return dict(zip(names, row, strict=True))
 
 
 def claim_notification(conn, check_id: str, t: dt.datetime, event: str, channel: str, run_id: str) -> bool:

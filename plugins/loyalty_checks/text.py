@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
+# Slack's escapes: mentions (<!channel>) and links (<url|x>) need < and >.
+_SLACK_ENTITIES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " ", "\t": " "})
 # Slack mrkdwn has no escape for its formatting characters, so database text gets
-# look-alikes: a merchant named "*Best* _deal_" cannot bold, italicise or strike.
-_SLACK_LOOKALIKES = str.maketrans({
-    "&": "&amp;", "<": "&lt;", ">": "&gt;",       # mentions (<!channel>), links (<url|x>)
-    "*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ",        # bold, italic, strike, code
-    "\n": " ", "\r": " ", "\t": " ",
-})
+# look-alikes where one could open or close bold, italic, strike or code; one inside a
+# word (loyalty.expire_points) cannot, and stays.
+_LOOKALIKE = {"*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ"}
+_FORMATTING = re.compile(r"`|(?<![^\W_])[*_~]|[*_~](?![^\W_])")
 NAME_MAX = 80
 
 
@@ -20,7 +21,8 @@ def slack_escape(text: Any, limit: int = NAME_MAX) -> str:
     text = str(text)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    return text.translate(_SLACK_LOOKALIKES)
+    text = _FORMATTING.sub(lambda m: _LOOKALIKE[m.group()], text)
+    return text.translate(_SLACK_ENTITIES)
 
 
 def truncate(text: str, limit: int) -> str:

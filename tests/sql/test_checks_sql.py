@@ -19,7 +19,7 @@ from loyalty_checks.catalog import SQL_DIR, catalog
 from loyalty_checks.evaluate import evaluate
 from loyalty_checks.measure import digest_metric, fetch, measure, sql_parameters
 
-from .rows import D, H, MIN, S, T, UTC, card, celery, emails, merchant, program, rate_limited, store, sync_run, tx
+from .rows import MIN, UTC, D, H, S, T, card, celery, emails, merchant, program, rate_limited, store, sync_run, tx
 
 FIRING, OK, NO_DATA = "firing", "ok", "no_data"
 
