@@ -47,6 +47,8 @@ def pg_data_dir() -> Path:
 def airflow_env(pg: embedded_pg.PgServer, sink_url: str, home: Path) -> dict[str, str]:
     env = {
         **os.environ,
+        # `airflow standalone` starts its components as `airflow ...`: the venv's must be found.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
