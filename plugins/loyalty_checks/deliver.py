@@ -94,6 +94,7 @@ def send_pagerduty(conn_id: str, event: dict[str, Any], timestamp: str) -> str:
     """
     import pagerduty
     from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHook, prepare_event_data
+    from pagerduty.common import successful_response
 
     hook = PagerdutyEventsHook(pagerduty_events_conn_id=conn_id)
     extra = hook.get_connection(conn_id).extra_dejson
@@ -114,6 +115,11 @@ def send_pagerduty(conn_id: str, event: dict[str, Any], timestamp: str) -> str:
     client = Client(hook.integration_key, base_url=base_url)
     client.timeout = HTTP_TIMEOUT
     client.retry[429] = 6  # the library would retry 429 forever
-    data = prepare_event_data(**event)
-    data["payload"]["timestamp"] = timestamp
-    return client.send_event(**data)
+    event = prepare_event_data(**event, action_key_name="event_action")
+    event["payload"]["timestamp"] = timestamp
+    # The client retries 429/5xx with backoff and adds the routing key; a 400 raises.
+    response = successful_response(client.post("/v2/enqueue", json=event), context="sending a PagerDuty event")
+    try:
+        return response.json().get("dedup_key") or event.get("dedup_key", "")
+    except ValueError:  # accepted, without the usual JSON body
+        return event.get("dedup_key", "")
