@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ def postgres(conn_id: str) -> Iterator[Any]:
     import psycopg
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+    # A blackholed host must fail fast (and be reported), not hang until the run times out.
+    os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
     conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
     conn.row_factory = psycopg.rows.tuple_row  # whatever `cursor` the connection extra asks for
     try:
