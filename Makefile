@@ -25,7 +25,7 @@ demo-ui: $(STAMP)
 	$(PY) -m demo.ui
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

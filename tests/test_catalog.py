@@ -15,7 +15,8 @@ from loyalty_checks.catalog import DEFAULT_CATALOG, CatalogError, load_catalog, 
 
 CONTRACT_IDS = {
     "P0": ["expiration_task_stale", "google_wallet_down"],
-    "P1": ["wallet_sync_failures", "email_failure_rate", "rate_limit_spikes"],
+    "P1": ["wallet_sync_failures", "email_failure_rate", "rate_limit_spikes",
+           "p0_checks_stale"],  # the package's own watchdog of the P0 DAG (on loyalty_monitoring_db)
     "P2": ["high_churn", "low_enrollment", "low_redemption_rate", "low_cohort_retention"],
 }
 
@@ -38,6 +39,7 @@ def test_shipped_catalog_matches_the_contract():
         "wallet_sync_failures": (">", 0.05, timedelta(hours=1)),
         "email_failure_rate": (">", 0.01, timedelta(hours=24)),
         "rate_limit_spikes": (">", 100, timedelta(hours=1)),
+        "p0_checks_stale": (">", 15, None),
         "high_churn": (">", 0.2, timedelta(days=90)),
         "low_enrollment": ("<", 5, timedelta(days=7)),
         "low_redemption_rate": ("<", 0.3, timedelta(days=90)),
@@ -46,6 +48,16 @@ def test_shipped_catalog_matches_the_contract():
     assert cat.check("expiration_task_stale").no_data == "fire"
     assert all(c.no_data == "ok" for c in cat.checks if c.id != "expiration_task_stale")
     assert cat.check("high_churn").params == {"at_risk_after": timedelta(days=30)}
+    # Lifecycle defaults: fire on the first breach, resolve on the first clean run, remind
+    # P0 every 4 h and P1 every day; only the watchdog pages from P1, at once.
+    assert {(c.for_runs, c.clear_runs) for c in cat.checks} == {(1, 1)}
+    assert {c.id: c.repeat_after for c in cat.checks if c.severity != "P2"} == {
+        "expiration_task_stale": timedelta(hours=4), "google_wallet_down": timedelta(hours=4),
+        "wallet_sync_failures": timedelta(days=1), "email_failure_rate": timedelta(days=1),
+        "rate_limit_spikes": timedelta(days=1), "p0_checks_stale": timedelta(days=1)}
+    assert {c.id: c.escalate_after for c in cat.checks if c.escalate_after is not None} == {
+        "p0_checks_stale": timedelta(0)}
+    assert {c.id for c in cat.checks if c.source != "loyalty_db"} == {"p0_checks_stale"}
 
 
 def _mutate(raw, check_index, field, value):
@@ -61,6 +73,12 @@ _DELETE = object()
 
 BAD_CHECKS = [
     # (check index, field, value, expected message part)
+    (2, "for_runs", 0, "check 'wallet_sync_failures', field 'for_runs': must be >= 1"),
+    (2, "clear_runs", "2", "check 'wallet_sync_failures', field 'clear_runs': expected an integer"),
+    (2, "recovery_threshold", 0.08, "check 'wallet_sync_failures', field 'recovery_threshold': must be on the ok side"),
+    (2, "repeat_after", "daily", "check 'wallet_sync_failures', field 'repeat_after': expected a duration"),
+    (0, "escalate_after", "1h", "check 'expiration_task_stale', field 'escalate_after': only P1 checks escalate"),
+    (0, "source", "warehouse", "check 'expiration_task_stale', field 'source': must be one of loyalty_db"),
     (0, "severity", "P3", "check 'expiration_task_stale', field 'severity': must be one of P0, P1, P2, got 'P3'"),
     (0, "sql", "p0/missing.sql", "check 'expiration_task_stale', field 'sql': SQL file not found"),
     (0, "sql", "../checks.yaml", "check 'expiration_task_stale', field 'sql': must be a .sql file under"),
@@ -71,11 +89,11 @@ BAD_CHECKS = [
     (3, "no_data", "alert", "check 'email_failure_rate', field 'no_data': must be one of fire, ok"),
     (4, "entity", "customer", "check 'rate_limit_spikes', field 'entity': must be one of null, store"),
     (4, "thresold", 3, "check 'rate_limit_spikes': unknown field 'thresold'"),
-    (5, "action", "  ", "check 'high_churn', field 'action': must not be empty"),
-    (5, "title", _DELETE, "check 'high_churn', field 'title': is required"),
-    (6, "params", {"t": 1}, "check 'low_enrollment', field 'params': parameter name 't'"),
-    (6, "params", {"x": [1]}, "check 'low_enrollment', field 'params': parameter 'x' must be text"),
-    (7, "id", "Low-Redemption", "check 'Low-Redemption', field 'id': must be lower_snake_case"),
+    (6, "action", "  ", "check 'high_churn', field 'action': must not be empty"),
+    (6, "title", _DELETE, "check 'high_churn', field 'title': is required"),
+    (7, "params", {"t": 1}, "check 'low_enrollment', field 'params': parameter name 't'"),
+    (7, "params", {"x": [1]}, "check 'low_enrollment', field 'params': parameter 'x' must be text"),
+    (8, "id", "Low-Redemption", "check 'Low-Redemption', field 'id': must be lower_snake_case"),
 ]
 
 

@@ -200,7 +200,7 @@ def test_p1_rate_limit_spikes_lists_stores_worst_first_escaped(db, run_dag, sink
     assert slack["text"] == "[P1] FIRING: Rate limit spikes — 150 per minute (threshold > 100 per minute)"
     entity_block = slack["blocks"][3]["text"]["text"]
     assert entity_block == (
-        "*Breaching stores (2 of 3), worst first*\n"
+        "*Firing stores (2), worst first*\n"
         "1. Burger &lt;!channel&gt; ∗Palace∗ &amp; Coˍ &lt;http://evil.example|click&gt; (Acme) — 150 per minute\n"
         "2. Busy Store (Acme) — 101 per minute")
     assert "<!channel>" not in json.dumps(slack)
@@ -216,7 +216,7 @@ def test_p1_entities_are_capped_with_more(db, run_dag, sink):
     run_dag(P1, T)
     [slack] = bodies(sink, "/slack/alerts")
     lines = slack["blocks"][3]["text"]["text"].split("\n")
-    assert lines[0] == "*Breaching stores (13 of 13), worst first*"
+    assert lines[0] == "*Firing stores (13), worst first*"
     assert lines[1] == "1. Store 12 (Acme) — 113 per minute"
     assert lines[10] == "10. Store 03 (Acme) — 104 per minute"
     assert lines[11] == "+3 more"

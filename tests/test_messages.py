@@ -17,10 +17,13 @@ HOSTILE = "<!channel> <!here> <@U123> <https://evil.example|click me> *bold* _it
 def notice(check_id="rate_limit_spikes", event="trigger", entities=(), value=150.0, error=None):
     cat = catalog()
     evaluation = {"value": value, "entities": list(entities), "entities_total": len(entities) + 5,
-                  "error": error, "fired_since": T - 90 * MIN}
+                  "error": error}
+    decided = {"event": event, "channels": ["slack"], "new": list(entities), "recovered": [],
+               "firing": list(entities) if event != "resolve" else [],
+               "firing_since": (T - 90 * MIN).isoformat()}
     return Notice(check=cat.check(check_id), event=event, t=T, evaluation=evaluation,
                   dag_id="loyalty_p1_checks", run_url="http://af/dags/x/runs/r",
-                  runbook_url=cat.runbook_link(check_id), entity_cap=cat.entity_cap)
+                  runbook_url=cat.runbook_link(check_id), entity_cap=cat.entity_cap, decided=decided)
 
 
 def test_slack_escape_neutralises_mentions_links_and_formatting():
@@ -37,7 +40,7 @@ def test_entities_worst_first_capped_with_more_and_escaped():
     body = slack_message(notice(entities=entities))
     text = body["blocks"][3]["text"]["text"]
     lines = text.split("\n")
-    assert lines[0] == "*Breaching stores (25 of 30), worst first*"
+    assert lines[0] == "*Firing stores (25), worst first*"
     assert lines[1].startswith("1. &lt;!channel&gt;") and lines[1].endswith("(M∗) — 200 per minute")
     assert lines[-1] == "+15 more" and len(lines) == 12
     dumped = json.dumps(body)

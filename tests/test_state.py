@@ -30,9 +30,13 @@ def mon(pg, loyalty_db):
 
 
 def ev(status, value=None, entities=()):
+    found = [{"id": str(e), "name": f"Store {e}", "value": value} for e in entities]
     return Evaluation(CHECK.id, status, value, CHECK.threshold, CHECK.comparison,
-                      entities=[{"id": str(e), "name": f"Store {e}", "value": value} for e in entities],
-                      entities_total=len(entities))
+                      entities=found, entities_total=len(found), all_entities=found)
+
+
+def events(notes):
+    return [n["event"] for n in notes]
 
 
 def at(minutes):
@@ -40,46 +44,50 @@ def at(minutes):
 
 
 def test_transitions_notify_only_on_change(mon):
-    assert record_evaluation(mon, CHECK, at(0), ev("ok", 10)) == []
-    assert record_evaluation(mon, CHECK, at(60), ev("firing", 150, [10])) == ["trigger"]
-    assert record_evaluation(mon, CHECK, at(120), ev("firing", 160, [10, 11])) == []
-    assert record_evaluation(mon, CHECK, at(180), ev("no_data")) == ["resolve"]  # policy ok: no data is ok
-    assert record_evaluation(mon, CHECK, at(240), ev("ok", 3)) == []
+    assert events(record_evaluation(mon, CHECK, at(0), ev("ok", 10))) == []
+    assert events(record_evaluation(mon, CHECK, at(60), ev("firing", 150, [10]))) == ["trigger"]
+    assert events(record_evaluation(mon, CHECK, at(120), ev("firing", 160, [10, 11]))) == ["update"]  # a new store
+    assert events(record_evaluation(mon, CHECK, at(180), ev("no_data"))) == ["resolve"]  # policy ok: no data is ok
+    assert events(record_evaluation(mon, CHECK, at(240), ev("ok", 3))) == []
     row = load_evaluation(mon, CHECK.id, T + 180 * MIN)
-    assert row["status"] == "no_data" and row["events"] == ["resolve"]
-    assert row["fired_since"] == T + 60 * MIN  # the resolve knows when the episode began
+    assert row["status"] == "no_data" and row["alert_status"] == "ok"
+    [resolve] = row["notifications"]
+    assert resolve["event"] == "resolve" and resolve["channels"] == ["slack"]
+    assert resolve["firing_since"] == (T + 60 * MIN).isoformat()  # the resolve knows when it began
+    assert [e["id"] for e in resolve["recovered"]] == ["10", "11"]
     firing = load_evaluation(mon, CHECK.id, T + 120 * MIN)
     assert [e["id"] for e in firing["entities"]] == ["10", "11"] and firing["entities_total"] == 2
+    assert firing["alert_status"] == "firing"
 
 
 def test_same_time_again_returns_the_same_decision(mon):
-    assert record_evaluation(mon, CHECK, at(0), ev("firing", 150, [1])) == ["trigger"]
+    assert events(record_evaluation(mon, CHECK, at(0), ev("firing", 150, [1]))) == ["trigger"]
     # A rerun of T sees the decision made then, even if the data changed meanwhile.
-    assert record_evaluation(mon, CHECK, at(0), ev("ok", 1)) == ["trigger"]
+    assert events(record_evaluation(mon, CHECK, at(0), ev("ok", 1))) == ["trigger"]
     assert mon.execute("SELECT count(*) FROM loyalty_monitoring.evaluations").fetchone()[0] == 1
 
 
 def test_older_time_is_recorded_but_changes_nothing(mon):
-    assert record_evaluation(mon, CHECK, at(60), ev("firing", 150, [1])) == ["trigger"]
-    assert record_evaluation(mon, CHECK, at(0), ev("ok", 1)) == []  # a backfill of an earlier T
-    assert record_evaluation(mon, CHECK, at(120), ev("firing", 150, [1])) == []  # still firing
+    assert events(record_evaluation(mon, CHECK, at(60), ev("firing", 150, [1]))) == ["trigger"]
+    assert events(record_evaluation(mon, CHECK, at(0), ev("ok", 1))) == []  # a backfill of an earlier T
+    assert events(record_evaluation(mon, CHECK, at(120), ev("firing", 150, [1]))) == []  # still firing
     assert mon.execute("SELECT status FROM loyalty_monitoring.check_state").fetchone() == ("firing",)
 
 
 def test_error_is_reported_once_keeps_the_alert_and_resolves(mon):
-    assert record_evaluation(mon, CHECK, at(0), ev("firing", 150, [1])) == ["trigger"]
-    assert record_error(mon, CHECK, at(60), "OperationalError: connection refused") == ["error"]
-    assert record_error(mon, CHECK, at(120), "OperationalError: connection refused") == []
-    assert record_error(mon, CHECK, at(120), "again") == []  # retry of the same report
+    assert events(record_evaluation(mon, CHECK, at(0), ev("firing", 150, [1]))) == ["trigger"]
+    assert events(record_error(mon, CHECK, at(60), "OperationalError: connection refused")) == ["error"]
+    assert events(record_error(mon, CHECK, at(120), "OperationalError: connection refused")) == []
+    assert events(record_error(mon, CHECK, at(120), "again")) == []  # retry of the same report
     assert mon.execute("SELECT status FROM loyalty_monitoring.check_state").fetchone() == ("firing",)
     # Evaluates again, still firing: only the error resolves; no new trigger.
-    assert record_evaluation(mon, CHECK, at(180), ev("firing", 150, [1])) == ["error_resolve"]
+    assert events(record_evaluation(mon, CHECK, at(180), ev("firing", 150, [1]))) == ["error_resolve"]
     assert load_evaluation(mon, CHECK.id, T + 60 * MIN)["error"] == "OperationalError: connection refused"
 
 
 def test_error_then_a_successful_retry_of_the_same_time(mon):
-    assert record_error(mon, CHECK, at(0), "timeout") == ["error"]
-    assert record_evaluation(mon, CHECK, at(0), ev("firing", 150, [1])) == ["trigger", "error_resolve"]
+    assert events(record_error(mon, CHECK, at(0), "timeout")) == ["error"]
+    assert events(record_evaluation(mon, CHECK, at(0), ev("firing", 150, [1]))) == ["error_resolve", "trigger"]
 
 
 def test_notification_claims(mon):
@@ -102,7 +110,7 @@ def test_concurrent_first_use_and_evaluation(pg, loyalty_db):
         try:
             with pg.connect(loyalty_db, autocommit=True) as conn:
                 ensure_schema(conn)
-                results.append(record_evaluation(conn, CHECK, at(0), ev("firing", 150, [1])))
+                results.append(events(record_evaluation(conn, CHECK, at(0), ev("firing", 150, [1]))))
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -113,3 +121,9 @@ def test_concurrent_first_use_and_evaluation(pg, loyalty_db):
         t.join()
     assert errors == []
     assert sorted(results) == [["trigger"]] * 4  # all see the one decision; it is sent once (claims)
+    assert mon_count(pg, loyalty_db) == 1
+
+
+def mon_count(pg, db):
+    with pg.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM loyalty_monitoring.evaluations").fetchone()[0]

@@ -8,6 +8,7 @@ shows as the DAG file's import error.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,7 +25,9 @@ DEFAULT_CATALOG = INCLUDE_DIR / "checks.yaml"
 
 SEVERITIES = ("P0", "P1", "P2")
 COMPARISONS = (">", ">=", "<", "<=")
-NO_DATA_POLICIES = ("fire", "ok")
+NO_DATA_POLICIES = ("fire", "ok", "keep")
+SOURCES = ("loyalty_db", "loyalty_monitoring_db")
+LIFECYCLE_FIELDS = ("for_runs", "clear_runs", "repeat_after", "escalate_after")
 ENTITY_KINDS = (None, "store", "merchant", "provider")
 ROUTES = ("pagerduty", "slack", "digest")
 CHECK_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -47,6 +50,7 @@ class DagSpec:
     statement_timeout: timedelta
     owner: str
     routes: tuple[str, ...]
+    defaults: dict[str, Any] = field(default_factory=dict)  # lifecycle defaults of its checks
 
 
 @dataclass(frozen=True)
@@ -67,14 +71,20 @@ class Check:
     entity: str | None
     action: str
     statement_timeout: timedelta
+    source: str = "loyalty_db"                  # the connection the SQL runs on
+    for_runs: int = 1                           # breaching evaluations in a row before firing
+    clear_runs: int = 1                         # clean evaluations in a row before resolving
+    recovery_threshold: float | None = None     # while firing, clean only beyond this (hysteresis)
+    repeat_after: timedelta | None = None       # remind of a still-firing alert after this long
+    escalate_after: timedelta | None = None     # P1: page through PagerDuty after firing this long
 
     @property
     def sql_path(self) -> Path:
         return SQL_DIR / self.sql
 
-    def breaches(self, value: float) -> bool:
-        """True when `value` is on the firing side of the threshold."""
-        return _COMPARE[self.comparison](value, self.threshold)
+    def breaches(self, value: float, threshold: float | None = None) -> bool:
+        """True when `value` is on the firing side of the threshold (or of `threshold`)."""
+        return _COMPARE[self.comparison](value, self.threshold if threshold is None else threshold)
 
     def worst_first_key(self, value: float) -> float:
         """Sort key that puts the most breaching value first."""
@@ -127,11 +137,13 @@ _COMPARE = {
 _CHECK_FIELDS = {
     "id", "severity", "title", "description", "sql", "metric", "unit", "comparison",
     "threshold", "window", "params", "no_data", "entity", "action", "statement_timeout",
+    "source", "recovery_threshold", *LIFECYCLE_FIELDS,
 }
-_CHECK_REQUIRED = _CHECK_FIELDS - {"params", "statement_timeout", "window", "entity", "unit"}
+_CHECK_REQUIRED = _CHECK_FIELDS - {"params", "statement_timeout", "window", "entity", "unit", "source",
+                                   "recovery_threshold", *LIFECYCLE_FIELDS}
 _DAG_FIELDS = {
     "dag_id", "schedule", "run_timeout", "retries", "retry_delay", "statement_timeout",
-    "owner", "routes",
+    "owner", "routes", "defaults",
 }
 _TOP_FIELDS = {"version", "runbook_url", "entity_cap", "dags", "checks", "digest_metrics"}
 _METRIC_FIELDS = {"id", "title", "sql", "window", "unit"}
@@ -219,8 +231,11 @@ def _dag_spec(severity: str, data: Any, where: str) -> DagSpec:
     retries = r.get("retries", int)
     if retries < 0:
         r.fail("retries", "must be >= 0")
+    defaults = _lifecycle(_Reader(r.get("defaults", dict, required=False, default={}),
+                                  f"{where}: dags.{severity}.defaults", set(LIFECYCLE_FIELDS)), {})
     spec = DagSpec(
         severity=severity,
+        defaults=defaults,
         dag_id=r.text("dag_id"),
         schedule=r.text("schedule"),
         run_timeout=r.duration("run_timeout"),
@@ -231,6 +246,21 @@ def _dag_spec(severity: str, data: Any, where: str) -> DagSpec:
         routes=tuple(routes),
     )
     return spec
+
+
+def _lifecycle(r: _Reader, defaults: dict[str, Any]) -> dict[str, Any]:
+    """for_runs, clear_runs (>= 1), repeat_after, escalate_after (durations or null)."""
+    out = dict(defaults)
+    for name in ("for_runs", "clear_runs"):
+        if name in r.data:
+            value = r.get(name, int)
+            if value < 1:
+                r.fail(name, "must be >= 1")
+            out[name] = value
+    for name in ("repeat_after", "escalate_after"):
+        if name in r.data:
+            out[name] = r.duration(name, required=False)
+    return out
 
 
 def _params(r: _Reader) -> dict[str, Any]:
@@ -261,6 +291,17 @@ def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check
     threshold = r.get("threshold", (int, float))
     window = r.duration("window", required=False)
     dag = dags[severity]
+    recovery = r.get("recovery_threshold", (int, float), required=False)
+    comparison = r.choice("comparison", COMPARISONS)
+    if recovery is not None and _COMPARE[comparison](recovery, threshold) and recovery != threshold:
+        r.fail("recovery_threshold", f"must be on the ok side of the threshold ({comparison} {threshold}),"
+                                     f" got {recovery}")
+    lifecycle = _lifecycle(r, dag.defaults)
+    if lifecycle.get("escalate_after") is not None and severity != "P1":
+        r.fail("escalate_after", "only P1 checks escalate (P0 pages already, P2 only reports)")
+    source = r.data.get("source", "loyalty_db")
+    if source not in SOURCES:
+        r.fail("source", f"must be one of {', '.join(SOURCES)}, got {source!r}")
     return Check(
         id=cid,
         severity=severity,
@@ -269,7 +310,7 @@ def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check
         sql=_sql_file(r, "sql"),
         metric=r.text("metric"),
         unit=r.text("unit", required=False),
-        comparison=r.choice("comparison", COMPARISONS),
+        comparison=comparison,
         threshold=float(threshold),
         window=window,
         window_text=r.data.get("window"),
@@ -278,6 +319,9 @@ def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check
         entity=r.choice("entity", ENTITY_KINDS),
         action=r.text("action"),
         statement_timeout=r.duration("statement_timeout", required=False) or dag.statement_timeout,
+        source=source,
+        recovery_threshold=float(recovery) if recovery is not None else None,
+        **lifecycle,
     )
 
 
@@ -345,7 +389,21 @@ def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     return parse_catalog(data, path)
 
 
+def catalog_path() -> Path:
+    """include/checks.yaml, or the file named by LOYALTY_CHECKS_CATALOG (a site's own catalog)."""
+    return Path(os.environ.get("LOYALTY_CHECKS_CATALOG") or DEFAULT_CATALOG)
+
+
+def catalog() -> Catalog:
+    """The validated catalog, read again only when the file changes."""
+    path = catalog_path()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _cached(path, stamp)
+
+
 @lru_cache(maxsize=4)
-def catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
-    """The validated catalog, read once per process (three DAG files share it)."""
+def _cached(path: Path, stamp: int | None) -> Catalog:
     return load_catalog(path)

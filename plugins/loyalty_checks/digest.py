@@ -26,7 +26,8 @@ SECTION_MAX = 3000
 
 
 def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
-                   metrics: dict[str, Any] | None, open_alerts: list[tuple[str, Any]]) -> dict[str, Any]:
+                   metrics: dict[str, Any] | None, open_alerts: list[tuple[str, Any]],
+                   silences: list[tuple] = ()) -> dict[str, Any]:
     """The Slack body of the digest (pure: built from stored evaluations and metric rows)."""
     lines = []
     firing = 0
@@ -53,6 +54,12 @@ def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
     ]
     alerts = "\n".join(f"🔴 `{cid}` firing since {format_time(since)}" for cid, since in open_alerts) or "none"
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Open P0/P1 alerts*\n{alerts}"}})
+    if silences:
+        quiet = "\n".join(
+            f"🔕 `{cid}`{' ' + slack_escape(entity) if entity else ''} until {format_time(ends)}"
+            f" by {slack_escape(author)} — {slack_escape(reason, 200)}"
+            for cid, entity, ends, author, reason in silences)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(f"*Active silences*\n{quiet}", SECTION_MAX)}})
     for metric in cat.digest_metrics:
         rows = (metrics or {}).get(metric.id)
         if rows is None:
@@ -87,7 +94,10 @@ def post(cat: Catalog, metrics: dict[str, Any] | None, context) -> bool:
             "SELECT check_id, since FROM loyalty_monitoring.check_state"
             " WHERE status = 'firing' AND check_id = ANY(%s) ORDER BY since",
             ([c.id for c in cat.checks if c.severity != "P2"],)).fetchall()
-        body = digest_message(cat, ref.t, evaluations, metrics, open_alerts)
+        silences = conn.execute(
+            "SELECT check_id, entity_id, ends_at, author, reason FROM loyalty_monitoring.silences"
+            " WHERE starts_at <= %(t)s AND ends_at > %(t)s ORDER BY check_id, id", {"t": ref.t}).fetchall()
+        body = digest_message(cat, ref.t, evaluations, metrics, open_alerts, silences)
         key = (DIGEST_ID, ref.t, "digest", "slack")
         if not claim_notification(conn, *key, ref.run_id):
             log.info("The digest for %s was already sent", ref.t.isoformat())

@@ -24,13 +24,14 @@ class Evaluation:
     entities: list[dict[str, Any]] = field(default_factory=list)  # breaching, worst first
     entities_total: int = 0          # entities measured (breaching or not)
     details: dict[str, Any] = field(default_factory=dict)
+    all_entities: list[dict[str, Any]] = field(default_factory=list)  # every measured entity (hysteresis)
 
     @property
     def firing(self) -> bool:
         return self.status == FIRING
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "all_entities"}
 
 
 def evaluate(check: Check, measurement: dict[str, Any]) -> Evaluation:
@@ -53,4 +54,4 @@ def evaluate(check: Check, measurement: dict[str, Any]) -> Evaluation:
     else:
         status = FIRING if breaching else OK
     return Evaluation(check.id, status, worst, check.threshold, check.comparison,
-                      entities=breaching, entities_total=len(measured))
+                      entities=breaching, entities_total=len(measured), all_entities=ranked)

@@ -56,19 +56,20 @@ def _check_group(check: Check, spec: DagSpec):
     with TaskGroup(group_id=check.id, tooltip=check.title) as group:
         measure = tasks.CheckMetricOperator(task_id="measure", check_id=check.id, sql=check.sql,
                                             doc_md=f"**{check.title}**: {check.metric}")
-        channels = [r for r in spec.routes if r != "digest"]
+        # P0 pages and posts; P1 posts, and pages once escalated; P2 goes to the digest.
+        channels = [] if spec.routes == ("digest",) else ["pagerduty", "slack"]
 
         @task.branch(task_id="decide")
         def decide(measurement, **context):
-            return tasks.decide(check.id, spec.routes, measurement, context)
+            return tasks.decide(check.id, measurement, context)
 
         @task(task_id="evaluate")
         def evaluate(measurement, **context):
-            tasks.decide(check.id, spec.routes, measurement, context)
+            tasks.decide(check.id, measurement, context)
 
         @task(task_id="report_error", trigger_rule=TriggerRule.ONE_FAILED, retries=2)
         def report_error(**context):
-            return tasks.report_error(check.id, spec.routes, context)
+            return tasks.report_error(check.id, context)
 
         if channels:
             decided = decide(measure.output)

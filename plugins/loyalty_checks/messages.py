@@ -1,8 +1,9 @@
 """What a notification says: Slack Block Kit messages and PagerDuty Events v2 events.
 
-Pure functions of the check (catalog), its stored evaluation and the links; the
-delivery code sends what these return. Database text is escaped for Slack, entity
-lists are capped worst first with "+N more", and nothing personal is ever read.
+Pure functions of the check (catalog), the decided notification (lifecycle.py), the
+stored evaluation and the links; deliver.py sends what these return. Database text is
+escaped for Slack, entity lists are capped worst first with "+N more", and nothing
+personal is ever read.
 """
 
 from __future__ import annotations
@@ -12,8 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from loyalty_checks.catalog import Check
-from loyalty_checks.state import ERROR_EVENT, ERROR_RESOLVE, RESOLVE, TRIGGER
-from loyalty_checks.text import format_duration, format_threshold, format_time, format_value, slack_escape, truncate
+from loyalty_checks.lifecycle import ERROR, ERROR_RESOLVE, ESCALATE, REMINDER, RESOLVE, SCALAR, TRIGGER, UPDATE
+from loyalty_checks.text import (
+    format_duration,
+    format_threshold,
+    format_time,
+    format_value,
+    slack_escape,
+    truncate,
+)
 
 PAGERDUTY_SUMMARY_MAX = 1024
 SLACK_TEXT_MAX = 3000          # a section block's text limit
@@ -24,13 +32,18 @@ SLACK_HEADER_MAX = 150
 class Notice:
     """Everything a message needs about one decided notification."""
     check: Check
-    event: str                      # trigger | resolve | error | error_resolve
+    event: str                      # trigger | update | reminder | escalate | resolve | error | error_resolve
     t: dt.datetime                  # evaluation time T
     evaluation: dict[str, Any]      # state.load_evaluation() row
     dag_id: str
     run_url: str
     runbook_url: str
     entity_cap: int
+    decided: dict[str, Any] | None = None  # lifecycle.Notification.to_dict(): new / firing / recovered
+
+    def entities(self, part: str) -> list[dict[str, Any]]:
+        """The alerts of one part (new, firing, recovered), worst first, without the scalar one."""
+        return [e for e in (self.decided or {}).get(part, []) if e.get("id") != SCALAR]
 
     @property
     def value_text(self) -> str:
@@ -44,42 +57,44 @@ class Notice:
     def window_text(self) -> str:
         return f"last {self.check.window_text}" if self.check.window_text else "latest data"
 
-    def entities(self) -> tuple[list[dict[str, Any]], int]:
-        """The first `entity_cap` breaching entities (worst first) and how many more there are."""
-        found = self.evaluation.get("entities") or []
-        return found[: self.entity_cap], max(0, len(found) - self.entity_cap)
+    @property
+    def firing_for(self) -> str | None:
+        since = (self.decided or {}).get("firing_since")
+        return format_duration(self.t - dt.datetime.fromisoformat(since)) if since else None
 
 
 # ---------------------------------------------------------------- Slack
 
 _HEADLINE = {
     TRIGGER: "🔴 {sev} FIRING · {title}",
+    UPDATE: "🟠 {sev} CHANGED · {title}",
+    REMINDER: "🔁 {sev} STILL FIRING · {title}",
+    ESCALATE: "📟 {sev} ESCALATED TO PAGERDUTY · {title}",
     RESOLVE: "✅ RESOLVED · {title}",
-    ERROR_EVENT: "⚠️ {sev} CHECK FAILED · {title}",
+    ERROR: "⚠️ {sev} CHECK FAILED · {title}",
     ERROR_RESOLVE: "✅ CHECK RUNS AGAIN · {title}",
 }
 
 
-def _entity_lines(n: Notice) -> str | None:
-    shown, more = n.entities()
-    if not shown:
+def _entity_list(n: Notice, part: str, label: str, order: str = "") -> str | None:
+    found = n.entities(part)
+    if not found:
         return None
-    kind = n.check.entity or "entity"
-    total = len(n.evaluation.get("entities") or [])
-    lines = [f"*Breaching {kind}s ({total} of {n.evaluation.get('entities_total') or total}), worst first*"]
-    for i, e in enumerate(shown, 1):
-        label = slack_escape(e.get("name", e["id"]))
+    lines = [f"*{label} ({len(found)}){order}*"]
+    for i, e in enumerate(found[: n.entity_cap], 1):
+        name = slack_escape(e.get("name", e["id"]))
         if e.get("merchant_name"):
-            label += f" ({slack_escape(e['merchant_name'])})"
-        lines.append(f"{i}. {label} — {format_value(e['value'], n.check.unit)}")
-    if more:
-        lines.append(f"+{more} more")
+            name += f" ({slack_escape(e['merchant_name'])})"
+        value = f" — {format_value(e['value'], n.check.unit)}" if e.get("value") is not None else ""
+        lines.append(f"{i}. {name}{value}")
+    if len(found) > n.entity_cap:
+        lines.append(f"+{len(found) - n.entity_cap} more")
     return truncate("\n".join(lines), SLACK_TEXT_MAX)
 
 
-def _fields(n: Notice) -> list[dict[str, str]]:
+def _fields(n: Notice, first: str = "Value") -> list[dict[str, str]]:
     fields = [
-        ("Value" if n.event == TRIGGER else "Value now", f"{n.value_text} (threshold {n.threshold_text})"),
+        (first, f"{n.value_text} (threshold {n.threshold_text})"),
         ("Window", n.window_text),
         ("Evaluated at (T)", format_time(n.t)),
         ("Check", f"`{n.check.id}`"),
@@ -87,45 +102,70 @@ def _fields(n: Notice) -> list[dict[str, str]]:
     return [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields]
 
 
+def _silence_lines(n: Notice) -> str | None:
+    silences = n.evaluation.get("silences") or []
+    if not silences:
+        return None
+    lines = []
+    for s in silences:
+        what = "the whole check" if s.get("entity_id") is None else f"{n.check.entity or 'entity'} {slack_escape(s['entity_id'])}"
+        lines.append(f"🔕 Silenced: {what} until {format_time(s['ends_at'])} by {slack_escape(s['author'])}"
+                     f" — {slack_escape(s['reason'], 200)}")
+    return truncate("\n".join(lines), SLACK_TEXT_MAX)
+
+
+def _section(text: str | None) -> list[dict[str, Any]]:
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}] if text else []
+
+
 def slack_message(n: Notice) -> dict[str, Any]:
     """The Slack webhook body (text + Block Kit) for one notice."""
-    sev = n.check.severity
-    headline = _HEADLINE[n.event].format(sev=sev, title=n.check.title)
+    c, kind = n.check, n.check.entity or "entity"
+    headline = _HEADLINE[n.event].format(sev=c.severity, title=c.title)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": truncate(headline, SLACK_HEADER_MAX)}},
     ]
+    value = f"{n.value_text} (threshold {n.threshold_text})"
     if n.event == TRIGGER:
-        text = f"[{n.check.severity}] FIRING: {n.check.title} — {n.value_text} (threshold {n.threshold_text})"
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": n.check.description}})
+        text = f"[{c.severity}] FIRING: {c.title} — {value}"
+        blocks += _section(c.description)
         blocks.append({"type": "section", "fields": _fields(n)})
-        entity_text = _entity_lines(n)
-        if entity_text:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": entity_text}})
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Action*\n{n.check.action}"}})
+        blocks += _section(_entity_list(n, "firing", f"Firing {kind}s", ", worst first"))
+        blocks += _section(f"*Action*\n{c.action}")
+    elif n.event in (UPDATE, REMINDER, ESCALATE):
+        lasted = f" for {n.firing_for}" if n.firing_for else ""
+        text = {UPDATE: f"[{c.severity}] CHANGED: {c.title} — {value}",
+                REMINDER: f"[{c.severity}] STILL FIRING{lasted}: {c.title} — {value}",
+                ESCALATE: f"[{c.severity}] ESCALATED TO PAGERDUTY after firing{lasted}: {c.title} — {value}"}[n.event]
+        blocks += _section(f"Firing{lasted}.")
+        blocks.append({"type": "section", "fields": _fields(n)})
+        if n.event == UPDATE:
+            blocks += _section(_entity_list(n, "new", f"New {kind}s"))
+            blocks += _section(_entity_list(n, "recovered", f"Recovered {kind}s"))
+        blocks += _section(_entity_list(n, "firing", f"Firing {kind}s", ", worst first"))
+        blocks += _section(f"*Action*\n{c.action}")
     elif n.event == RESOLVE:
-        since = n.evaluation.get("fired_since")
-        lasted = f" after {format_duration(n.t - since)}" if since else ""
-        text = f"[{n.check.severity}] RESOLVED: {n.check.title}{lasted} — {n.value_text} (threshold {n.threshold_text})"
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                       "text": f"No longer firing{lasted}. {n.check.metric}: {n.value_text}."}})
-        blocks.append({"type": "section", "fields": _fields(n)})
-    elif n.event == ERROR_EVENT:
+        lasted = f" after {n.firing_for}" if n.firing_for else ""
+        text = f"[{c.severity}] RESOLVED: {c.title}{lasted} — {value}"
+        blocks += _section(f"No longer firing{lasted}. {c.metric}: {n.value_text}.")
+        blocks.append({"type": "section", "fields": _fields(n, "Value now")})
+        blocks += _section(_entity_list(n, "recovered", f"Recovered {kind}s"))
+    elif n.event == ERROR:
         error = slack_escape(n.evaluation.get("error") or "unknown error", 500)
-        text = f"[{n.check.severity}] CHECK FAILED: {n.check.title} could not be evaluated"
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text":
-                       "The check could not be evaluated after its retries, so this alert is blind"
-                       f" until it runs again. Its alert state is unchanged.\n*Error*: {error}"}})
+        text = f"[{c.severity}] CHECK FAILED: {c.title} could not be evaluated"
+        blocks += _section("The check could not be evaluated after its retries, so this alert is blind"
+                           f" until it runs again. Its alert state is unchanged.\n*Error*: {error}")
         blocks.append({"type": "section", "fields": _fields(n)[2:]})
     else:  # ERROR_RESOLVE
-        text = f"[{n.check.severity}] CHECK RUNS AGAIN: {n.check.title} — {n.value_text}"
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text":
-                       f"The check evaluates again: {n.value_text} (threshold {n.threshold_text})."}})
+        text = f"[{c.severity}] CHECK RUNS AGAIN: {c.title} — {n.value_text}"
+        blocks += _section(f"The check evaluates again: {value}.")
+    blocks += _section(_silence_lines(n))
     blocks.append({"type": "actions", "elements": [
         {"type": "button", "text": {"type": "plain_text", "text": "Runbook"}, "url": n.runbook_url},
         {"type": "button", "text": {"type": "plain_text", "text": "Airflow run"}, "url": n.run_url},
     ]})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
-                   f"{n.check.severity} · `{n.check.id}` · {n.dag_id}"}]})
+                   f"{c.severity} · `{c.id}` · {n.dag_id}"}]})
     return {"text": truncate(text, SLACK_TEXT_MAX), "blocks": blocks}
 
 
@@ -133,49 +173,58 @@ def slack_message(n: Notice) -> dict[str, Any]:
 
 def dedup_key(check_id: str, event: str) -> str:
     """One incident per check; a check that cannot run has its own incident."""
-    return f"loyalty/{check_id}/error" if event in (ERROR_EVENT, ERROR_RESOLVE) else f"loyalty/{check_id}"
+    return f"loyalty/{check_id}/error" if event in (ERROR, ERROR_RESOLVE) else f"loyalty/{check_id}"
 
 
 def pagerduty_event(n: Notice) -> dict[str, Any]:
-    """Keyword arguments for the provider's `prepare_event_data`, plus the payload timestamp."""
-    action = "trigger" if n.event in (TRIGGER, ERROR_EVENT) else "resolve"
-    shown, more = n.entities()
-    if n.event == ERROR_EVENT:
-        summary = f"[P0] {n.check.id}: {n.check.title} could not be evaluated — the check is blind"
+    """Keyword arguments for the provider's `prepare_event_data`.
+
+    trigger, update and escalate all `trigger` the check's one incident (PagerDuty adds
+    them to the open incident and refreshes its details); resolve resolves it.
+    """
+    c = n.check
+    action = "resolve" if n.event in (RESOLVE, ERROR_RESOLVE) else "trigger"
+    firing = n.entities("firing")
+    severity = "critical" if c.severity == "P0" else "error"
+    if n.event in (ERROR, ERROR_RESOLVE):
+        summary = f"[{c.severity}] {c.id}: {c.title} could not be evaluated — the check is blind"
         severity = "error"
     else:
-        summary = (f"[P0] {n.check.id}: {n.check.title} — {n.value_text}"
-                   f" (threshold {n.threshold_text})")
-        severity = "critical"
+        summary = f"[{c.severity}] {c.id}: {c.title} — {n.value_text} (threshold {n.threshold_text})"
+        if firing and c.entity and n.event != RESOLVE:
+            summary += f", {len(firing)} {c.entity}{'s' if len(firing) != 1 else ''}"
     details: dict[str, Any] = {
-        "check_id": n.check.id,
-        "title": n.check.title,
-        "metric": n.check.metric,
+        "check_id": c.id,
+        "title": c.title,
+        "metric": c.metric,
         "value": n.evaluation.get("value"),
         "value_text": n.value_text,
-        "threshold": n.check.threshold,
-        "comparison": n.check.comparison,
-        "window": n.check.window_text,
+        "threshold": c.threshold,
+        "comparison": c.comparison,
+        "window": c.window_text,
         "evaluated_at": n.t.isoformat(),
-        "entities": [{"id": e["id"], "name": truncate(str(e.get("name", "")), 200), "value": e["value"]}
-                     for e in shown],
-        "entities_more": more,
-        "action": n.check.action,
+        "entities": [{"id": e["id"], "name": truncate(str(e.get("name", "")), 200), "value": e.get("value")}
+                     for e in firing[: n.entity_cap]],
+        "entities_more": max(0, len(firing) - n.entity_cap),
+        "action": c.action,
         "runbook_url": n.runbook_url,
         "airflow_run_url": n.run_url,
     }
-    if n.event == ERROR_EVENT:
+    if n.event == ERROR:
         details["error"] = truncate(n.evaluation.get("error") or "", 1000)
+    if n.event in (UPDATE, ESCALATE):
+        details["event"] = n.event
+        details["firing_for"] = n.firing_for
     return {
         "summary": truncate(summary, PAGERDUTY_SUMMARY_MAX),
         "severity": severity,
         "source": "loyalty_db",
         "action": action,
-        "dedup_key": dedup_key(n.check.id, n.event),
+        "dedup_key": dedup_key(c.id, n.event),
         "custom_details": details,
         "component": "loyalty",
         "group": n.dag_id,
-        "class_type": n.check.id,
-        "links": [{"href": n.runbook_url, "text": f"Runbook: {n.check.id}"},
+        "class_type": c.id,
+        "links": [{"href": n.runbook_url, "text": f"Runbook: {c.id}"},
                   {"href": n.run_url, "text": "Airflow run"}],
     }

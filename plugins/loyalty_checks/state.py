@@ -1,26 +1,26 @@
-"""Alert state in loyalty_monitoring_db: record evaluations, decide transitions.
+"""Alert state in loyalty_monitoring_db: record evaluations, apply the lifecycle.
 
-A check notifies on transitions only: ok -> firing sends `trigger`, firing -> ok sends
-`resolve`, still firing sends nothing. An evaluation that cannot run records `error`
-(reported once) without touching the alert's status; the next good evaluation sends
-`error_resolve`. Every decision is stored with the evaluation, keyed by (check, T), so a
-cleared and re-run task gets the same decision back instead of a new one, and an
-evaluation older than the latest applied one (a backfill) is recorded but changes
-nothing. All of it runs in one transaction holding the check's state row lock.
+Every evaluation is stored with the notifications it decided, keyed by (check, T), in
+one transaction that holds the check's state row lock: a cleared and re-run task gets
+the same decision back instead of a new one, two workers on the same run cannot both
+decide, and an evaluation older than the latest applied one (a backfill) is recorded
+but moves nothing. lifecycle.py decides; this module only loads and stores.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from loyalty_checks.catalog import INCLUDE_DIR, Check
-from loyalty_checks.evaluate import ERROR, FIRING, Evaluation
+from loyalty_checks.evaluate import ERROR, Evaluation
+from loyalty_checks.lifecycle import ERROR as ERROR_EVENT
+from loyalty_checks.lifecycle import Notification, Silence, advance, channels_for, initial_state
 
 MONITORING_DDL = INCLUDE_DIR / "sql" / "schema" / "monitoring.sql"
-TRIGGER, RESOLVE, ERROR_EVENT, ERROR_RESOLVE = "trigger", "resolve", "error", "error_resolve"
 _LOCK_KEY = 0x4C4F59414C5459  # advisory lock id for concurrent first-use DDL
 
 
@@ -39,108 +39,122 @@ class RunRef:
     t: dt.datetime
 
 
+def active_silences(conn, check_id: str, t: dt.datetime) -> list[Silence]:
+    rows = conn.execute(
+        "SELECT id, check_id, entity_id, ends_at, author, reason FROM loyalty_monitoring.silences"
+        " WHERE check_id = %s AND starts_at <= %s AND ends_at > %s ORDER BY id", (check_id, t, t)).fetchall()
+    return [Silence(*row) for row in rows]
+
+
 def _lock_state(conn, check_id: str) -> dict[str, Any]:
     conn.execute("INSERT INTO loyalty_monitoring.check_state (check_id) VALUES (%s) ON CONFLICT DO NOTHING",
                  (check_id,))
-    cur = conn.execute(
-        "SELECT status, since, last_evaluated_at, error_since FROM loyalty_monitoring.check_state"
-        " WHERE check_id = %s FOR UPDATE", (check_id,))
-    status, since, last_t, error_since = cur.fetchone()
-    return {"status": status, "since": since, "last_evaluated_at": last_t, "error_since": error_since}
+    row = conn.execute("SELECT lifecycle FROM loyalty_monitoring.check_state WHERE check_id = %s FOR UPDATE",
+                       (check_id,)).fetchone()
+    return {**initial_state(), **(row[0] or {})}
 
 
-def _existing(conn, check_id: str, t: dt.datetime) -> tuple[str, list[str]] | None:
-    row = conn.execute("SELECT status, events FROM loyalty_monitoring.evaluations"
+def _store_state(conn, check_id: str, state: dict[str, Any], run: RunRef) -> None:
+    conn.execute(
+        "UPDATE loyalty_monitoring.check_state SET status = %s, since = %s, last_evaluated_at = %s,"
+        " last_run_id = %s, lifecycle = %s, updated_at = now() WHERE check_id = %s",
+        (state["status"], state["since"], run.t, run.run_id, json.dumps(state), check_id))
+
+
+def _existing(conn, check_id: str, t: dt.datetime) -> tuple[str, list[dict]] | None:
+    row = conn.execute("SELECT status, notifications FROM loyalty_monitoring.evaluations"
                        " WHERE check_id = %s AND evaluated_at = %s", (check_id, t)).fetchone()
-    return (row[0], list(row[1])) if row else None
+    return (row[0], row[1]) if row else None
 
 
-def _save(conn, check: Check, run: RunRef, status: str, ev: Evaluation | None,
-          events: list[str], error: str | None = None, firing_since: dt.datetime | None = None) -> None:
+def _applies(state: dict[str, Any], t: dt.datetime) -> bool:
+    """Evaluations are applied in order of T: an older one (a backfill) changes nothing."""
+    return state["last_t"] is None or t >= dt.datetime.fromisoformat(state["last_t"])
+
+
+def _save(conn, check: Check, run: RunRef, status: str, ev: Evaluation | None, state: dict[str, Any],
+          notes: list[Notification], silences: list[Silence], error: str | None = None) -> None:
     conn.execute(
         """
         INSERT INTO loyalty_monitoring.evaluations
-            (check_id, evaluated_at, severity, dag_id, run_id, status, value, threshold, comparison,
-             entities, entities_total, details, error, events, firing_since)
-        VALUES (%(check_id)s, %(t)s, %(severity)s, %(dag_id)s, %(run_id)s, %(status)s, %(value)s,
-                %(threshold)s, %(comparison)s, %(entities)s, %(entities_total)s, %(details)s,
-                %(error)s, %(events)s, %(firing_since)s)
+            (check_id, evaluated_at, severity, dag_id, run_id, status, alert_status, value, threshold,
+             comparison, entities, entities_total, details, error, silenced, silences, notifications)
+        VALUES (%(check_id)s, %(t)s, %(severity)s, %(dag_id)s, %(run_id)s, %(status)s, %(alert_status)s,
+                %(value)s, %(threshold)s, %(comparison)s, %(entities)s, %(entities_total)s, %(details)s,
+                %(error)s, %(silenced)s, %(silences)s, %(notifications)s)
         ON CONFLICT (check_id, evaluated_at) DO UPDATE SET
             dag_id = EXCLUDED.dag_id, run_id = EXCLUDED.run_id, status = EXCLUDED.status,
-            value = EXCLUDED.value, entities = EXCLUDED.entities,
-            entities_total = EXCLUDED.entities_total, details = EXCLUDED.details,
-            error = EXCLUDED.error, events = EXCLUDED.events,
-            firing_since = EXCLUDED.firing_since, recorded_at = now()
+            alert_status = EXCLUDED.alert_status, value = EXCLUDED.value, entities = EXCLUDED.entities,
+            entities_total = EXCLUDED.entities_total, details = EXCLUDED.details, error = EXCLUDED.error,
+            silenced = EXCLUDED.silenced, silences = EXCLUDED.silences,
+            notifications = EXCLUDED.notifications, recorded_at = now()
         """,
         {
             "check_id": check.id, "t": run.t, "severity": check.severity, "dag_id": run.dag_id,
-            "run_id": run.run_id, "status": status, "value": ev.value if ev else None,
-            "threshold": check.threshold, "comparison": check.comparison,
+            "run_id": run.run_id, "status": status, "alert_status": state["status"],
+            "value": ev.value if ev else None, "threshold": check.threshold, "comparison": check.comparison,
             "entities": json.dumps(ev.entities if ev else []),
             "entities_total": ev.entities_total if ev else 0,
-            "details": json.dumps(ev.details if ev else {}), "error": error, "events": events,
-            "firing_since": firing_since,
+            "details": json.dumps(ev.details if ev else {}), "error": error,
+            "silenced": any(s.entity_id is None for s in silences),
+            "silences": json.dumps([s.to_dict() for s in silences]),
+            "notifications": json.dumps([n.to_dict() for n in notes]),
         },
     )
 
 
-def record_evaluation(conn, check: Check, run: RunRef, ev: Evaluation) -> list[str]:
-    """Store an evaluation and return the notifications it decides (maybe none)."""
+def record_evaluation(conn, check: Check, run: RunRef, ev: Evaluation) -> list[dict[str, Any]]:
+    """Store an evaluation, advance the lifecycle; returns the notifications it decides."""
     with conn.transaction():
         state = _lock_state(conn, check.id)
         existing = _existing(conn, check.id, run.t)
         if existing and existing[0] != ERROR:
             return existing[1]  # the same T was evaluated before: same decision, no new one
-        events: list[str] = []
-        firing_since = state["since"] if state["status"] == FIRING else None
-        if state["last_evaluated_at"] is None or run.t >= state["last_evaluated_at"]:
-            new_status = FIRING if ev.firing else "ok"  # no data under policy 'ok' counts as ok
-            since = state["since"]
-            if new_status != state["status"]:
-                events.append(TRIGGER if new_status == FIRING else RESOLVE)
-                since = run.t
-                firing_since = run.t if new_status == FIRING else firing_since
-            if state["error_since"] is not None:
-                events.append(ERROR_RESOLVE)
-            conn.execute(
-                "UPDATE loyalty_monitoring.check_state SET status = %s, since = %s,"
-                " last_evaluated_at = %s, last_run_id = %s, error_since = NULL, updated_at = now()"
-                " WHERE check_id = %s", (new_status, since, run.t, run.run_id, check.id))
-        _save(conn, check, run, ev.status, ev, events, firing_since=firing_since)
-        return events
+        silences = active_silences(conn, check.id, run.t)
+        notes: list[Notification] = []
+        if _applies(state, run.t):
+            state, notes = advance(check, state, ev, run.t, silences)
+            _store_state(conn, check.id, state, run)
+        _save(conn, check, run, ev.status, ev, state, notes, silences)
+        return [n.to_dict() for n in notes]
 
 
-def record_error(conn, check: Check, run: RunRef, message: str) -> list[str]:
-    """Store that `check` could not be evaluated at T; returns ['error'] the first time."""
+def record_error(conn, check: Check, run: RunRef, message: str) -> list[dict[str, Any]]:
+    """Store that `check` could not be evaluated at T; the first error of a streak is reported.
+
+    The alert itself is left as it was: an error neither resolves nor re-triggers it.
+    """
     with conn.transaction():
         state = _lock_state(conn, check.id)
         existing = _existing(conn, check.id, run.t)
         if existing:
             return existing[1] if existing[0] == ERROR else []
-        events: list[str] = []
-        if state["last_evaluated_at"] is None or run.t >= state["last_evaluated_at"]:
-            if state["error_since"] is None:
-                events.append(ERROR_EVENT)
-                conn.execute("UPDATE loyalty_monitoring.check_state SET error_since = %s, updated_at = now()"
-                             " WHERE check_id = %s", (run.t, check.id))
-        _save(conn, check, run, ERROR, None, events, error=message[:4000])
-        return events
+        silences = active_silences(conn, check.id, run.t)
+        notes: list[Notification] = []
+        if _applies(state, run.t):
+            if not state["error_since"]:
+                state["error_since"] = run.t.isoformat()
+                if not any(s.entity_id is None for s in silences):
+                    notes = [Notification(ERROR_EVENT, channels_for(check, ERROR_EVENT, state["escalated"]))]
+                    notes = [n for n in notes if n.channels]
+            state["last_t"] = run.t.isoformat()
+            _store_state(conn, check.id, state, run)
+        _save(conn, check, run, ERROR, None, state, notes, silences, error=message[:4000])
+        return [n.to_dict() for n in notes]
 
 
 def load_evaluation(conn, check_id: str, t: dt.datetime) -> dict[str, Any] | None:
-    """The stored evaluation of `check_id` at T, with the alert's state, as a dict."""
+    """The stored evaluation of `check_id` at T as a dict."""
     cur = conn.execute(
         """
-        SELECT e.status, e.value, e.threshold, e.comparison, e.entities, e.entities_total,
-               e.details, e.error, e.events, e.run_id, e.firing_since AS fired_since
-        FROM loyalty_monitoring.evaluations e
-        WHERE e.check_id = %s AND e.evaluated_at = %s
+        SELECT status, alert_status, value, threshold, comparison, entities, entities_total, details,
+               error, silenced, silences, notifications, run_id
+        FROM loyalty_monitoring.evaluations WHERE check_id = %s AND evaluated_at = %s
         """, (check_id, t))
     row = cur.fetchone()
     if row is None:
         return None
-    names = [d[0] for d in cur.description]
-    return dict(zip(names, row, strict=True))
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
 def claim_notification(conn, check_id: str, t: dt.datetime, event: str, channel: str, run_id: str) -> bool:
@@ -165,3 +179,19 @@ def mark_sent(conn, check_id: str, t: dt.datetime, event: str, channel: str, err
             " THEN now() END, last_error = %(error)s"
             " WHERE check_id = %(c)s AND evaluated_at = %(t)s AND event = %(e)s AND channel = %(ch)s",
             {"error": error, "c": check_id, "t": t, "e": event, "ch": channel})
+
+
+@contextmanager
+def sending(conn, check_id: str, t: dt.datetime, event: str, channel: str) -> Iterator[None]:
+    """Hold a session lock on one notification while it is sent.
+
+    A second worker sending the same notification waits here, then finds it sent and
+    skips it; a worker that dies mid-send releases the lock with its connection, and
+    the retry sends again (at least once; PagerDuty de-duplicates by dedup_key).
+    """
+    key = f"{check_id}|{t.isoformat()}|{event}|{channel}"
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))

@@ -62,7 +62,8 @@ class CheckMetricOperator(BaseOperator):
         check = catalog().check(self.check_id)
         t = run_time(context)
         try:
-            with deliver.postgres(self.conn_id) as conn:
+            source = deliver.monitoring_db() if check.source == deliver.MONITORING_DB else deliver.postgres(self.conn_id)
+            with source as conn:
                 measurement = measure_sql(conn, check, self.sql, t)
         except Exception as exc:
             # Kept for report_error: the last try's error is what the report shows.
@@ -73,7 +74,7 @@ class CheckMetricOperator(BaseOperator):
         return measurement
 
 
-def decide(check_id: str, routes: tuple[str, ...], measurement: dict[str, Any], context) -> list[str] | None:
+def decide(check_id: str, measurement: dict[str, Any], context) -> list[str] | None:
     """The threshold branch: record the evaluation, return the notify tasks to run (or None)."""
     from loyalty_checks.evaluate import evaluate
     from loyalty_checks.state import record_evaluation
@@ -81,22 +82,21 @@ def decide(check_id: str, routes: tuple[str, ...], measurement: dict[str, Any], 
     check = catalog().check(check_id)
     evaluation = evaluate(check, measurement)
     with deliver.monitoring_db() as conn:
-        events = record_evaluation(conn, check, run_ref(context), evaluation)
+        notes = record_evaluation(conn, check, run_ref(context), evaluation)
     log.info("%s: %s, value %s, %d breaching entities; notifications: %s", check_id, evaluation.status,
-             evaluation.value, len(evaluation.entities), events or "none")
-    channels = [r for r in routes if r != "digest"]
-    if not events or not channels:
-        return None
-    return [f"{check_id}.notify_{channel}" for channel in channels]
+             evaluation.value, len(evaluation.entities),
+             ", ".join(f"{n['event']} -> {'+'.join(n['channels'])}" for n in notes) or "none")
+    channels = sorted({ch for n in notes for ch in n["channels"]})
+    return [f"{check_id}.notify_{ch}" for ch in channels] or None
 
 
-def _notice(check: Check, event: str, evaluation: dict[str, Any], context):
+def _notice(check: Check, note: dict[str, Any], evaluation: dict[str, Any], context):
     from loyalty_checks.messages import Notice
 
     cat = catalog()
-    return Notice(check=check, event=event, t=run_time(context), evaluation=evaluation,
+    return Notice(check=check, event=note["event"], t=run_time(context), evaluation=evaluation,
                   dag_id=context["dag"].dag_id, run_url=run_url(context),
-                  runbook_url=cat.runbook_link(check.id), entity_cap=cat.entity_cap)
+                  runbook_url=cat.runbook_link(check.id), entity_cap=cat.entity_cap, decided=note)
 
 
 def send_direct(notice, channel: str) -> None:
@@ -115,18 +115,20 @@ def send_direct(notice, channel: str) -> None:
 
 def send_once(conn, notice, channel: str, run_id: str) -> bool:
     """Send one notice on one channel unless it was sent before; True if sent now."""
-    from loyalty_checks.state import claim_notification, mark_sent
+    from loyalty_checks.state import claim_notification, mark_sent, sending
 
     key = (notice.check.id, notice.t, notice.event, channel)
-    if not claim_notification(conn, *key, run_id):
-        log.info("%s %s on %s was already sent for this evaluation: not sending again", *key[::2], channel)
-        return False
-    try:
-        send_direct(notice, channel)
-    except Exception as exc:
-        mark_sent(conn, *key, error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    mark_sent(conn, *key)
+    with sending(conn, *key):
+        if not claim_notification(conn, *key, run_id):
+            log.info("%s %s on %s was already sent for this evaluation: not sending again",
+                     notice.check.id, notice.event, channel)
+            return False
+        try:
+            send_direct(notice, channel)
+        except Exception as exc:
+            mark_sent(conn, *key, error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        mark_sent(conn, *key)
     return True
 
 
@@ -140,17 +142,18 @@ def notify(check_id: str, channel: str, context) -> int:
         evaluation = load_evaluation(conn, check_id, ref.t)
         if evaluation is None:
             raise RuntimeError(f"{check_id}: no evaluation recorded for T={ref.t.isoformat()}")
-        return sum(send_once(conn, _notice(check, event, evaluation, context), channel, ref.run_id)
-                   for event in evaluation["events"])
+        return sum(send_once(conn, _notice(check, note, evaluation, context), channel, ref.run_id)
+                   for note in evaluation["notifications"] if channel in note["channels"])
 
 
-def report_error(check_id: str, routes: tuple[str, ...], context) -> list[str]:
-    """measure failed after its retries: record `error` and report it once on every route.
+def report_error(check_id: str, context) -> list[str]:
+    """measure failed after its retries: record `error` and report it once on its channels.
 
     Fails open: when the alert state cannot be reached either, the error is still sent
     (PagerDuty deduplicates it by its key) rather than lost.
     """
-    from loyalty_checks.state import ERROR_EVENT, load_evaluation, record_error
+    from loyalty_checks.lifecycle import ERROR, channels_for
+    from loyalty_checks.state import load_evaluation, record_error
 
     check = catalog().check(check_id)
     ref = run_ref(context)
@@ -160,15 +163,16 @@ def report_error(check_id: str, routes: tuple[str, ...], context) -> list[str]:
     with ExitStack() as stack:
         try:
             conn = stack.enter_context(deliver.monitoring_db())
-            events = record_error(conn, check, ref, error)
+            notes = record_error(conn, check, ref, error)
             evaluation = load_evaluation(conn, check_id, ref.t)
         except Exception:  # noqa: BLE001
             log.exception("Alert state unavailable: reporting the error without it")
-            conn, events, evaluation = None, [ERROR_EVENT], {"error": error, "events": [ERROR_EVENT]}
+            conn, evaluation = None, {"error": error}
+            notes = [{"event": ERROR, "channels": channels_for(check, ERROR, escalated=False)}]
         failures = []
-        for channel in (r for r in routes if r != "digest"):  # one channel failing must not stop the next
-            for event in events:
-                notice = _notice(check, event, evaluation, context)
+        for note in notes:
+            for channel in note["channels"]:  # one channel failing must not stop the next
+                notice = _notice(check, note, evaluation, context)
                 try:
                     send_once(conn, notice, channel, ref.run_id) if conn else send_direct(notice, channel)
                 except Exception as exc:  # noqa: BLE001
@@ -176,5 +180,6 @@ def report_error(check_id: str, routes: tuple[str, ...], context) -> list[str]:
                     failures.append(exc)
         if failures:
             raise failures[0]
+    events = [n["event"] for n in notes]
     log.info("%s error reported: %s", check_id, events or "already reported before")
     return events

@@ -598,7 +598,7 @@ SQL_FILES = sorted(p for d in ("p0", "p1", "p2", "metrics") for p in (SQL_DIR / 
 def test_every_catalog_sql_file_is_covered():
     named = {c.sql for c in catalog().checks} | {m.sql for m in catalog().digest_metrics}
     assert {str(p.relative_to(SQL_DIR)) for p in SQL_FILES} == named
-    tested = set(re.findall(r'\brun\(db, "(\w+)"', open(__file__, encoding="utf-8").read()))
+    tested = set(re.findall(r'\brun\((?:db|monitoring), "(\w+)"', open(__file__, encoding="utf-8").read()))
     assert tested == {c.id for c in catalog().checks}
 
 
@@ -626,7 +626,7 @@ def test_no_result_carries_personal_data(db, points_program):
     secret = "secret.person@example.com"
     card(db, 1, 1, 1, T - 1 * D, customer_email=secret)
     emails(db, 5, "failed", T - 1 * H, recipient=secret)
-    results = [measure(db, c, T) for c in catalog().checks]
+    results = [measure(db, c, T) for c in catalog().checks if c.source == "loyalty_db"]
     results += [metric(db, m.id) for m in catalog().digest_metrics]
     assert "secret" not in json.dumps(results, default=str)
 
@@ -661,3 +661,39 @@ def test_check_reads_its_window_through_an_index(db, check_id):
         plan = db.execute("EXPLAIN (FORMAT JSON) " + check.sql_path.read_text(encoding="utf-8"),
                           sql_parameters(check, T)).fetchone()[0][0]["Plan"]
     assert [t for t in seq_scans(plan) if t not in SMALL_TABLES] == []
+
+
+# ---------------------------------------------------------------- p0_checks_stale (on the monitoring DB)
+
+def p0_evaluation(db, at, run_id):
+    db.execute(
+        "INSERT INTO loyalty_monitoring.evaluations (check_id, evaluated_at, severity, dag_id, run_id, status,"
+        " threshold, comparison) VALUES ('expiration_task_stale', %s, 'P0', 'loyalty_p0_checks', %s, 'ok', 26, '>')",
+        (at, run_id))
+
+
+@pytest.fixture
+def monitoring(db):
+    from loyalty_checks.state import ensure_schema
+
+    ensure_schema(db)
+    return db
+
+
+def test_p0_checks_stale_fires_after_three_intervals(monitoring):
+    p0_evaluation(monitoring, T - 20 * MIN, "scheduled__a")
+    p0_evaluation(monitoring, T - 5 * MIN, "manual__b")  # a test run does not prove the scheduler runs
+    ev = run(monitoring, "p0_checks_stale")
+    assert ev.status == "firing" and ev.value == pytest.approx(20)
+
+
+def test_p0_checks_stale_ok_at_exactly_15_minutes_and_ignores_later_rows(monitoring):
+    p0_evaluation(monitoring, T - 15 * MIN, "scheduled__a")
+    p0_evaluation(monitoring, T + 5 * MIN, "scheduled__later")
+    ev = run(monitoring, "p0_checks_stale")
+    assert ev.status == "ok" and ev.value == pytest.approx(15)
+
+
+def test_p0_checks_stale_no_data_without_scheduled_runs(monitoring):
+    p0_evaluation(monitoring, T - 60 * MIN, "manual__only")
+    assert run(monitoring, "p0_checks_stale").status == "no_data"

@@ -11,6 +11,7 @@ CREATE TABLE IF NOT EXISTS loyalty_monitoring.evaluations (
     dag_id          text             NOT NULL,
     run_id          text             NOT NULL,
     status          text             NOT NULL CHECK (status IN ('ok', 'firing', 'no_data', 'error')),
+    alert_status    text             NOT NULL DEFAULT 'ok',  -- ok | pending | firing after this evaluation
     value           double precision,
     threshold       double precision NOT NULL,
     comparison      text             NOT NULL,
@@ -18,28 +19,44 @@ CREATE TABLE IF NOT EXISTS loyalty_monitoring.evaluations (
     entities_total  integer          NOT NULL DEFAULT 0,     -- entities measured
     details         jsonb            NOT NULL DEFAULT '{}',
     error           text,
-    events          text[]           NOT NULL DEFAULT '{}',  -- notifications this evaluation decided
-    firing_since    timestamptz,     -- T the alert started firing (while firing, and on its resolve)
+    silenced        boolean          NOT NULL DEFAULT false, -- a silence of the whole check was active
+    silences        jsonb            NOT NULL DEFAULT '[]',  -- the silences active at T
+    notifications   jsonb            NOT NULL DEFAULT '[]',  -- what this evaluation decided to send
     recorded_at     timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (check_id, evaluated_at)
 );
+-- The P1 watchdog looks up the latest evaluation of the P0 DAG.
+CREATE INDEX IF NOT EXISTS evaluations_dag_time ON loyalty_monitoring.evaluations (dag_id, evaluated_at DESC);
 
--- The current alert state of each check: what the next evaluation is compared with.
+-- The current alert state of each check (lifecycle.py: alerts per entity, what was told).
 CREATE TABLE IF NOT EXISTS loyalty_monitoring.check_state (
     check_id           text        PRIMARY KEY,
-    status             text        NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'firing')),
+    status             text        NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'pending', 'firing')),
     since              timestamptz,                 -- T at which the current status began
     last_evaluated_at  timestamptz,                 -- T of the latest applied evaluation
     last_run_id        text,
-    error_since        timestamptz,                 -- set while the check cannot be evaluated
+    lifecycle          jsonb       NOT NULL DEFAULT '{}',
     updated_at         timestamptz NOT NULL DEFAULT now()
 );
 
--- One row per notification decided: makes a cleared and re-run task send nothing twice.
+-- Silences: a check, or one entity of it, notifies nobody from starts_at until ends_at.
+CREATE TABLE IF NOT EXISTS loyalty_monitoring.silences (
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    check_id    text        NOT NULL,
+    entity_id   text,                                -- NULL = the whole check
+    starts_at   timestamptz NOT NULL,
+    ends_at     timestamptz NOT NULL CHECK (ends_at > starts_at),
+    reason      text        NOT NULL,
+    author      text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS silences_check_time ON loyalty_monitoring.silences (check_id, ends_at);
+
+-- One row per notification sent: a cleared and re-run task sends nothing twice.
 CREATE TABLE IF NOT EXISTS loyalty_monitoring.notifications (
     check_id      text        NOT NULL,
     evaluated_at  timestamptz NOT NULL,
-    event         text        NOT NULL,   -- trigger | resolve | error | error_resolve | digest
+    event         text        NOT NULL,   -- trigger | update | reminder | escalate | resolve | error | error_resolve | digest
     channel       text        NOT NULL,   -- pagerduty | slack
     run_id        text        NOT NULL,
     attempts      integer     NOT NULL DEFAULT 0,
