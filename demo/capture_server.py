@@ -1,6 +1,6 @@
-"""A local stand-in for Slack incoming webhooks and the PagerDuty Events API v2.
+"""A local stand-in for Slack incoming webhooks, the PagerDuty Events API v2 and a heartbeat.
 
-Accepts JSON POSTs on any path, keeps them (in memory and, optionally, as JSON lines
+Accepts JSON POSTs (and heartbeat GETs) on any path, keeps them (in memory and, optionally, as JSON lines
 in a file) and answers like the real services: Slack `200 ok`, PagerDuty
 `/v2/enqueue` `202 {"status": "success", "dedup_key": ...}`. Used by the demo, the
 docker-compose stack (`python -m demo.capture_server --port 8025`) and the tests.
@@ -51,8 +51,12 @@ class CaptureServer:
                 else:
                     self._reply(200, "ok")
 
-            def do_GET(self):  # noqa: N802 - a health check for docker-compose
-                self._reply(200, {"requests": len(server.requests)})
+            def do_GET(self):  # noqa: N802 - "/" is the health check; other paths are heartbeats
+                if self.path.rstrip("/") == "":
+                    self._reply(200, {"requests": len(server.requests)})
+                    return
+                server.record({"method": "GET", "path": self.path, "body": None})
+                self._reply(200, "OK")
 
             def _reply(self, status: int, body: Any):
                 data = body.encode() if isinstance(body, str) else json.dumps(body).encode()

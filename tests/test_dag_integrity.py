@@ -28,9 +28,9 @@ def bag():
     return DagBag(dag_folder=str(ROOT / "dags"))
 
 
-def test_no_import_errors_and_exactly_three_dags(bag):
+def test_no_import_errors_and_exactly_the_package_dags(bag):
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == sorted(EXPECTED)
+    assert sorted(bag.dag_ids) == sorted([*EXPECTED, "loyalty_silences"])
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))
@@ -70,7 +70,27 @@ def test_check_group_shape(bag, dag_id):
         for c in channels:
             assert dag.get_task(f"{g}.notify_{c}").trigger_rule == "all_success"
     # No trigger rule hides a failure, and no branch feeds a join (apache/airflow#55187).
-    assert {t.trigger_rule for t in dag.tasks} == {"all_success", "one_failed"}
+    rules = {t.task_id: t.trigger_rule for t in dag.tasks}
+    assert set(rules.values()) <= {"all_success", "one_failed", "none_failed"}
+    assert [k for k, v in rules.items() if v == "none_failed"] == (["heartbeat"] if severity == "P0" else [])
+
+
+def test_p0_heartbeat_follows_every_check(bag):
+    dag = bag.dags["loyalty_p0_checks"]
+    group_leaves = {f"{c.id}.{t}" for c in catalog().for_severity("P0")
+                    for t in ("notify_pagerduty", "notify_slack", "report_error")}
+    for name, rule in (("heartbeat", "none_failed"), ("heartbeat_failed", "one_failed")):
+        task = dag.get_task(name)
+        assert task.trigger_rule == rule
+        assert task.upstream_task_ids == group_leaves
+
+
+def test_silences_dag_params(bag):
+    dag = bag.dags["loyalty_silences"]
+    assert dag.timetable.__class__.__name__ == "NullTimetable"
+    assert set(dag.params) == {"action", "check_id", "entity_id", "duration", "until", "reason", "author",
+                               "silence_id"}
+    assert dag.params.get_param("check_id").schema["enum"] == [c.id for c in catalog().checks]
 
 
 def test_p2_digest_shape(bag):

@@ -20,6 +20,7 @@ MONITORING_DB = "loyalty_monitoring_db"
 SLACK_ALERTS = "slack_loyalty_alerts"
 SLACK_REPORTS = "slack_loyalty_reports"
 PAGERDUTY = "pagerduty_loyalty"
+HEARTBEAT = "loyalty_heartbeat"  # optional: an HTTP URL pinged after every P0 run
 HTTP_TIMEOUT = 15  # seconds per request; retries come on top
 
 

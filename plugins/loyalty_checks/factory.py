@@ -85,6 +85,25 @@ def _check_group(check: Check, spec: DagSpec):
     return group
 
 
+def _add_heartbeat(groups: list) -> None:
+    """Ping the dead man's switch (connection `loyalty_heartbeat`) when a P0 run finishes.
+
+    `heartbeat` runs when every check was evaluated; `heartbeat_failed` when one could
+    not be (it pings the connection's `fail_endpoint` if it has one).
+    """
+
+    @task(task_id="heartbeat", trigger_rule=TriggerRule.NONE_FAILED, retries=2)
+    def heartbeat():
+        tasks.ping_heartbeat(failed=False)
+
+    @task(task_id="heartbeat_failed", trigger_rule=TriggerRule.ONE_FAILED, retries=2)
+    def heartbeat_failed():
+        tasks.ping_heartbeat(failed=True)
+
+    groups >> heartbeat()
+    groups >> heartbeat_failed()
+
+
 def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
     """The DAG of one severity, with a task group per catalog check."""
     cat = cat or catalog()
@@ -109,8 +128,48 @@ def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
         },
     ) as dag:
         groups = [_check_group(check, spec) for check in checks]
+        if severity == "P0":
+            _add_heartbeat(groups)
         if "digest" in spec.routes:
             from loyalty_checks.digest import add_digest
 
             add_digest(groups, cat)
+    return dag
+
+
+def build_silences_dag(cat: Catalog | None = None) -> DAG:
+    """`loyalty_silences`: trigger it with params to add, end or list silences from the UI."""
+    from airflow.sdk import Param
+
+    from loyalty_checks.silences import __doc__ as silences_doc
+
+    cat = cat or catalog()
+    ids = [c.id for c in cat.checks]
+    with DAG(
+        dag_id="loyalty_silences",
+        description="Silence a loyalty check (or one store, merchant, provider of it) until a time",
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        tags=["loyalty", "monitoring", "silences"],
+        doc_md=silences_doc,
+        params={
+            "action": Param("add", enum=["add", "expire", "list"], description="add, expire or list silences"),
+            "check_id": Param(ids[0], enum=ids, description="the check to silence"),
+            "entity_id": Param("", type=["null", "string"],
+                               description="one entity only (a store, merchant or provider id); empty = the whole check"),
+            "duration": Param("2h", type=["null", "string"], description="how long from now (30m, 4h, 2d)"),
+            "until": Param("", type=["null", "string"], description="or an end time, ISO 8601 (then leave duration empty)"),
+            "reason": Param("", type="string", description="why: shown in every message while it lasts"),
+            "author": Param("", type=["null", "string"], description="who; default: the user who triggers"),
+            "silence_id": Param(None, type=["null", "integer"], description="for expire: the silence's id"),
+        },
+        default_args={"owner": cat.dags["P0"].owner, "retries": 0},
+    ) as dag:
+
+        @task(task_id="apply")
+        def apply(**context):
+            return tasks.apply_silence_request(context)
+
+        apply()
     return dag

@@ -183,3 +183,37 @@ def report_error(check_id: str, context) -> list[str]:
     events = [n["event"] for n in notes]
     log.info("%s error reported: %s", check_id, events or "already reported before")
     return events
+
+
+def apply_silence_request(context) -> list[dict[str, Any]]:
+    """The `loyalty_silences` DAG's task: params -> silences.apply_request."""
+    from loyalty_checks.silences import apply_request
+
+    request = dict(context["params"])
+    request["author"] = request.get("author") or getattr(context["dag_run"], "triggering_user_name", None)
+    with deliver.monitoring_db() as conn:
+        result = apply_request(conn, request)
+    for row in result:
+        log.info("silence %s", {k: str(v) for k, v in row.items()})
+    return [{k: str(v) for k, v in row.items()} for row in result]
+
+
+def ping_heartbeat(failed: bool) -> None:
+    """GET the `loyalty_heartbeat` HTTP connection (Healthchecks.io, Cronitor...), if defined.
+
+    An outside service that stops hearing it pages: scheduler down, workers gone,
+    callbacks lost. With `failed`, the connection extra `fail_endpoint` (e.g. "/fail" for
+    Healthchecks.io) is appended, when set.
+    """
+    from airflow.providers.http.hooks.http import HttpHook
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
+
+    try:
+        conn = BaseHook.get_connection(deliver.HEARTBEAT)
+    except AirflowNotFoundException:
+        raise AirflowSkipException(f"no {deliver.HEARTBEAT!r} connection: no outside heartbeat") from None
+    endpoint = (conn.extra_dejson.get("fail_endpoint") or "") if failed else ""
+    response = HttpHook(method="GET", http_conn_id=deliver.HEARTBEAT).run(
+        endpoint=endpoint, extra_options={"timeout": deliver.HTTP_TIMEOUT})
+    log.info("heartbeat%s sent: HTTP %s", " (failed run)" if failed else "", response.status_code)

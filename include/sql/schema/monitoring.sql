@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS loyalty_monitoring.silences (
     id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     check_id    text        NOT NULL,
     entity_id   text,                                -- NULL = the whole check
-    starts_at   timestamptz NOT NULL,
+    starts_at   timestamptz NOT NULL DEFAULT now(),
     ends_at     timestamptz NOT NULL CHECK (ends_at > starts_at),
     reason      text        NOT NULL,
     author      text        NOT NULL,
