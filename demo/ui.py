@@ -36,12 +36,15 @@ def main() -> int:
             "AIRFLOW__API__BASE_URL": "http://localhost:8080",
             "AIRFLOW__CORE__PARALLELISM": "4",
         })
+        log = open(DEMO_DIR / "airflow-standalone.log", "w")
+        for command in (["db", "migrate"], ["pools", "set", "loyalty_db", "4", "Concurrent check queries on loyalty_db"]):
+            subprocess.run([sys.executable, "-m", "airflow", *command], env=env, check=True, stdout=log,
+                           stderr=subprocess.STDOUT)
         print(f"Demo platform as of {now.isoformat()}; notifications print here (sink {sink.url}).")
         print(f"Airflow UI: http://localhost:8080 — user 'admin', password in {home}/"
               "simple_auth_manager_passwords.json.generated. Ctrl-C to stop.", flush=True)
         proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env,
-                                stdout=open(DEMO_DIR / "airflow-standalone.log", "w"),
-                                stderr=subprocess.STDOUT)
+                                stdout=log, stderr=subprocess.STDOUT)
         try:
             return proc.wait()
         except KeyboardInterrupt:

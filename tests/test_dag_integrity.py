@@ -67,6 +67,7 @@ def test_check_group_shape(bag, dag_id):
         assert type(decide).__name__ == "_BranchPythonDecoratedOperator"
         assert dag.get_task(f"{g}.report_error").trigger_rule == "one_failed"
         assert measure.sql == check.sql_path.read_text()  # the file, rendered at run time
+        assert measure.pool == ("loyalty_db" if check.source == "loyalty_db" else "default_pool")
         for c in channels:
             assert dag.get_task(f"{g}.notify_{c}").trigger_rule == "all_success"
     # No trigger rule hides a failure, and no branch feeds a join (apache/airflow#55187).

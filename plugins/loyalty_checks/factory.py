@@ -21,6 +21,9 @@ from loyalty_checks.catalog import SQL_DIR, Catalog, Check, DagSpec, catalog
 from loyalty_checks.text import format_threshold
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+# Caps concurrent check queries on the production database. Create it once:
+#   airflow pools set loyalty_db 4 "Concurrent check queries on loyalty_db"
+POOL = "loyalty_db"
 ROUTE_TEXT = {
     "pagerduty": "PagerDuty (`pagerduty_loyalty`, one incident per check)",
     "slack": "Slack (`slack_loyalty_alerts`)",
@@ -55,7 +58,8 @@ def _check_group(check: Check, spec: DagSpec):
     """measure -> decide -> notify_*; measure -> report_error."""
     with TaskGroup(group_id=check.id, tooltip=check.title) as group:
         measure = tasks.CheckMetricOperator(task_id="measure", check_id=check.id, sql=check.sql,
-                                            doc_md=f"**{check.title}**: {check.metric}")
+                                            doc_md=f"**{check.title}**: {check.metric}",
+                                            pool=POOL if check.source == "loyalty_db" else "default_pool")
         # P0 pages and posts; P1 posts, and pages once escalated; P2 goes to the digest.
         channels = [] if spec.routes == ("digest",) else ["pagerduty", "slack"]
 
