@@ -1,7 +1,14 @@
 -- The package's own tables in loyalty_monitoring_db, created on first use
 -- (loyalty_checks/state.py runs this file under an advisory lock; it is idempotent).
 
-CREATE SCHEMA IF NOT EXISTS loyalty_monitoring;
+-- Only when missing: CREATE SCHEMA needs CREATE on the database even when the schema
+-- exists, and the least-privilege role (monitoring_role.sql) only owns the schema.
+DO $$
+BEGIN
+    IF to_regnamespace('loyalty_monitoring') IS NULL THEN
+        CREATE SCHEMA loyalty_monitoring;
+    END IF;
+END $$;
 
 -- Every evaluation of every check: one row per check and evaluation time T.
 CREATE TABLE IF NOT EXISTS loyalty_monitoring.evaluations (
