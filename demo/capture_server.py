@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any
 class CaptureServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, log_file: str | Path | None = None,
                  on_record=None):
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []   # delivered requests
+        self.attempts: list[dict[str, Any]] = []   # every request, with the status it got
+        self.faults: list[tuple[str, Any]] = []    # (path prefix, fault) served before normal replies
         self.on_record = on_record  # called with each captured request (the UI demo prints them)
         self.log_file = Path(log_file) if log_file else None
         self._lock = threading.Lock()
@@ -43,6 +46,18 @@ class CaptureServer:
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
                 record = {"path": self.path, "body": body}
+                fault = server.next_fault(self.path)
+                if fault is not None:
+                    status, headers, delay = fault
+                    server.attempts.append({**record, "status": status, "delay": delay})
+                    time.sleep(delay)
+                    if status is not None:
+                        try:
+                            self._reply(status, {"error": "injected fault"}, headers)
+                        except BrokenPipeError:  # the client gave up waiting, as intended
+                            pass
+                    return
+                server.attempts.append({**record, "status": 200})
                 server.record(record)
                 if self.path.rstrip("/").endswith("/v2/enqueue"):
                     key = body.get("dedup_key") if isinstance(body, dict) else None
@@ -58,9 +73,11 @@ class CaptureServer:
                 server.record({"method": "GET", "path": self.path, "body": None})
                 self._reply(200, "OK")
 
-            def _reply(self, status: int, body: Any):
+            def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None):
                 data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -79,6 +96,20 @@ class CaptureServer:
                     f.write(json.dumps(record) + "\n")
         if self.on_record:
             self.on_record(record)
+
+    def fail(self, path_prefix: str, status: int | None, times: int = 1, headers: dict[str, str] | None = None,
+             delay: float = 0.0) -> None:
+        """Answer the next `times` requests under `path_prefix` with `status` (after `delay`
+        seconds); status None answers nothing at all (the client times out)."""
+        with self._lock:
+            self.faults.extend([(path_prefix, (status, headers or {}, delay))] * times)
+
+    def next_fault(self, path: str):
+        with self._lock:
+            for i, (prefix, _fault) in enumerate(self.faults):
+                if path.startswith(prefix):
+                    return self.faults.pop(i)[1]
+        return None
 
     def take(self, path_prefix: str = "") -> list[dict[str, Any]]:
         """Remove and return the captured requests whose path starts with `path_prefix`."""

@@ -63,7 +63,11 @@ def monitoring_db() -> Iterator[Any]:
 
 
 def send_slack(conn_id: str, body: dict[str, Any]) -> None:
-    """POST a message to a Slack incoming webhook, retrying 429 (Retry-After), 5xx and network errors."""
+    """POST a message to a Slack incoming webhook, retrying 429 (Retry-After), 5xx, network errors
+    and timeouts (a retry after a timeout may duplicate a message Slack did receive)."""
+    from http.client import RemoteDisconnected
+    from urllib.error import URLError
+
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
     from slack_sdk.http_retry.builtin_handlers import (
         ConnectionErrorRetryHandler,
@@ -73,7 +77,9 @@ def send_slack(conn_id: str, body: dict[str, Any]) -> None:
 
     hook = SlackWebhookHook(
         slack_webhook_conn_id=conn_id, timeout=HTTP_TIMEOUT,
-        retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=2),
+        retry_handlers=[ConnectionErrorRetryHandler(
+                            max_retry_count=2, error_types=[URLError, ConnectionResetError, RemoteDisconnected,
+                                                            TimeoutError]),
                         RateLimitErrorRetryHandler(max_retry_count=3),
                         ServerErrorRetryHandler(max_retry_count=2)])
     hook.send(text=body["text"], blocks=body.get("blocks"))

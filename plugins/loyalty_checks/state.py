@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from loyalty_checks.catalog import INCLUDE_DIR, Check
 from loyalty_checks.evaluate import ERROR, Evaluation
 from loyalty_checks.lifecycle import ERROR as ERROR_EVENT
-from loyalty_checks.lifecycle import Notification, Silence, advance, channels_for, initial_state
+from loyalty_checks.lifecycle import TRIGGER, Notification, Silence, advance, channels_for, initial_state
 
 MONITORING_DDL = INCLUDE_DIR / "sql" / "schema" / "monitoring.sql"
 _LOCK_KEY = 0x4C4F59414C5459  # advisory lock id for concurrent first-use DDL
@@ -103,8 +103,13 @@ def _save(conn, check: Check, run: RunRef, status: str, ev: Evaluation | None, s
     )
 
 
-def record_evaluation(conn, check: Check, run: RunRef, ev: Evaluation) -> list[dict[str, Any]]:
-    """Store an evaluation, advance the lifecycle; returns the notifications it decides."""
+def record_evaluation(conn, check: Check, run: RunRef, ev: Evaluation,
+                      paged_while_blind: bool = False) -> list[dict[str, Any]]:
+    """Store an evaluation, advance the lifecycle; returns the notifications it decides.
+
+    `paged_while_blind`: PagerDuty was already paged for this check while the state was
+    unreachable (tasks.decide fails open), so a trigger decided now goes to Slack only.
+    """
     with conn.transaction():
         state = _lock_state(conn, check.id)
         existing = _existing(conn, check.id, run.t)
@@ -114,6 +119,11 @@ def record_evaluation(conn, check: Check, run: RunRef, ev: Evaluation) -> list[d
         notes: list[Notification] = []
         if _applies(state, run.t):
             state, notes = advance(check, state, ev, run.t, silences)
+            if paged_while_blind:
+                for note in notes:
+                    if note.event == TRIGGER:
+                        note.channels = [c for c in note.channels if c != "pagerduty"]
+                notes = [n for n in notes if n.channels]
             _store_state(conn, check.id, state, run)
         _save(conn, check, run, ev.status, ev, state, notes, silences)
         return [n.to_dict() for n in notes]

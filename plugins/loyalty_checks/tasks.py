@@ -74,15 +74,41 @@ class CheckMetricOperator(BaseOperator):
         return measurement
 
 
+FAILOPEN_VARIABLE = "loyalty_checks.paged_while_blind.{check_id}"
+
+
 def decide(check_id: str, measurement: dict[str, Any], context) -> list[str] | None:
-    """The threshold branch: record the evaluation, return the notify tasks to run (or None)."""
+    """The threshold branch: record the evaluation, return the notify tasks to run (or None).
+
+    Fails open: if the alert state cannot be reached and the check fires and pages, it
+    pages anyway (an Airflow Variable remembers it, so that the trigger decided once the
+    state is back does not page a second time).
+    """
+    from airflow.sdk import Variable
+
     from loyalty_checks.evaluate import evaluate
+    from loyalty_checks.lifecycle import TRIGGER, channels_for
     from loyalty_checks.state import record_evaluation
 
     check = catalog().check(check_id)
     evaluation = evaluate(check, measurement)
-    with deliver.monitoring_db() as conn:
-        notes = record_evaluation(conn, check, run_ref(context), evaluation)
+    marker = FAILOPEN_VARIABLE.format(check_id=check_id)
+    try:
+        paged_while_blind = Variable.get(marker, default=None) is not None
+        with deliver.monitoring_db() as conn:
+            notes = record_evaluation(conn, check, run_ref(context), evaluation,
+                                      paged_while_blind=paged_while_blind)
+        if paged_while_blind:
+            Variable.delete(marker)
+    except Exception:
+        if not (evaluation.firing and "pagerduty" in channels_for(check, TRIGGER, escalated=False)):
+            raise
+        log.exception("%s fires but the alert state is unavailable: paging anyway (fail open)", check_id)
+        Variable.set(marker, run_time(context).isoformat())
+        note = {"event": TRIGGER, "channels": ["pagerduty"], "new": [], "recovered": [],
+                "firing": evaluation.entities, "firing_since": run_time(context).isoformat()}
+        context["ti"].xcom_push(key="failopen", value={"note": note, "evaluation": evaluation.to_dict()})
+        return [f"{check_id}.notify_pagerduty"]
     log.info("%s: %s, value %s, %d breaching entities; notifications: %s", check_id, evaluation.status,
              evaluation.value, len(evaluation.entities),
              ", ".join(f"{n['event']} -> {'+'.join(n['channels'])}" for n in notes) or "none")
@@ -138,6 +164,10 @@ def notify(check_id: str, channel: str, context) -> int:
 
     check = catalog().check(check_id)
     ref = run_ref(context)
+    failopen = context["ti"].xcom_pull(task_ids=f"{check_id}.decide", key="failopen")
+    if failopen:  # decided without the alert state: send directly, once per task try
+        send_direct(_notice(check, failopen["note"], failopen["evaluation"], context), channel)
+        return 1
     with deliver.monitoring_db() as conn:
         evaluation = load_evaluation(conn, check_id, ref.t)
         if evaluation is None:
