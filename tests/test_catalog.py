@@ -88,6 +88,7 @@ BAD_CHECKS = [
     (2, "comparison", "=>", "check 'wallet_sync_failures', field 'comparison': must be one of >, >=, <, <="),
     (3, "no_data", "alert", "check 'email_failure_rate', field 'no_data': must be one of fire, ok"),
     (4, "entity", "customer", "check 'rate_limit_spikes', field 'entity': must be one of null, store"),
+    (4, "no_data", "fire", "check 'rate_limit_spikes', field 'no_data': 'fire' needs a check without entities"),
     (4, "thresold", 3, "check 'rate_limit_spikes': unknown field 'thresold'"),
     (6, "action", "  ", "check 'high_churn', field 'action': must not be empty"),
     (6, "title", _DELETE, "check 'high_churn', field 'title': is required"),

@@ -89,8 +89,8 @@ def test_p0_heartbeat_follows_every_check(bag):
 def test_silences_dag_params(bag):
     dag = bag.dags["loyalty_silences"]
     assert dag.timetable.__class__.__name__ == "NullTimetable"
-    assert set(dag.params) == {"action", "check_id", "entity_id", "duration", "until", "reason", "author",
-                               "silence_id"}
+    assert set(dag.params) == {"action", "check_id", "entity_id", "duration", "until", "starts_at", "reason",
+                               "author", "silence_id"}
     assert dag.params.get_param("check_id").schema["enum"] == [c.id for c in catalog().checks]
 
 

@@ -299,6 +299,8 @@ def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check
     lifecycle = _lifecycle(r, dag.defaults)
     if lifecycle.get("escalate_after") is not None and severity != "P1":
         r.fail("escalate_after", "only P1 checks escalate (P0 pages already, P2 only reports)")
+    if r.data.get("no_data") == "fire" and r.data.get("entity") is not None:
+        r.fail("no_data", "'fire' needs a check without entities (with no rows there is no entity to fire for)")
     source = r.data.get("source", "loyalty_db")
     if source not in SOURCES:
         r.fail("source", f"must be one of {', '.join(SOURCES)}, got {source!r}")

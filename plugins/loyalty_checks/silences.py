@@ -63,7 +63,8 @@ def expire_silence(conn, silence_id: int) -> bool:
     """End a silence now; False if there is no such active silence."""
     with conn.transaction():
         row = conn.execute(
-            "UPDATE loyalty_monitoring.silences SET ends_at = greatest(now(), starts_at + interval '1 microsecond')"
+            "UPDATE loyalty_monitoring.silences"
+            " SET starts_at = least(starts_at, now() - interval '1 microsecond'), ends_at = now()"
             " WHERE id = %s AND ends_at > now() RETURNING id", (silence_id,)).fetchone()
     return row is not None
 
@@ -89,9 +90,10 @@ def apply_request(conn, request: dict[str, Any]) -> list[dict[str, Any]]:
     """Carry out one request {'action': add|expire|list, ...}: the CLI's and the DAG's one path."""
     action = request.get("action")
     if action == "add":
+        until = request.get("until") or None  # an end time wins over the (default) duration
         return [add_silence(conn, request.get("check_id") or "", request.get("reason") or "",
-                            request.get("author") or "", duration=request.get("duration") or None,
-                            until=_time(request.get("until"), "until"),
+                            request.get("author") or "", duration=None if until else request.get("duration") or None,
+                            until=_time(until, "until"),
                             entity_id=request.get("entity_id") or None,
                             starts_at=_time(request.get("starts_at"), "from"))]
     if action == "expire":
