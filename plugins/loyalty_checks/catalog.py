@@ -299,7 +299,8 @@ def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check
     lifecycle = _lifecycle(r, dag.defaults)
     if lifecycle.get("escalate_after") is not None and severity != "P1":
         r.fail("escalate_after", "only P1 checks escalate (P0 pages already, P2 only reports)")
-    if r.data.get("no_data") == "fire" and r.data.get("entity") is not None:
+    entity, no_data = r.choice("entity", ENTITY_KINDS), r.choice("no_data", NO_DATA_POLICIES)
+    if no_data == "fire" and entity is not None:
         r.fail("no_data", "'fire' needs a check without entities (with no rows there is no entity to fire for)")
     source = r.data.get("source", "loyalty_db")
     if source not in SOURCES:
@@ -317,8 +318,8 @@ def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check
         window=window,
         window_text=r.data.get("window"),
         params=_params(r),
-        no_data=r.choice("no_data", NO_DATA_POLICIES),
-        entity=r.choice("entity", ENTITY_KINDS),
+        no_data=no_data,
+        entity=entity,
         action=r.text("action"),
         statement_timeout=r.duration("statement_timeout", required=False) or dag.statement_timeout,
         source=source,
