@@ -246,3 +246,17 @@ def test_runbook_anchors_are_h2_headings():
             assert target[1:] in h2, f"docs/runbooks.md links to {target} but has no such ## heading"
     for check in catalog().checks:
         assert check.id in h2, f"notifications link to runbooks.md#{check.id}"
+
+
+def test_reliability_matrix_names_tests_that_exist():
+    """Every `tests/<file>::<test>` cited in docs/reliability.md is a real test."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "reliability.md").read_text(encoding="utf-8")
+    cited = re.findall(r"`(tests/[\w/]+\.py)((?:::\w+)?)`", text)
+    cited += [(file, f"::{name}") for file, name in
+              re.findall(r"`(tests/[\w/]+\.py)::\w+`, `::(\w+)`", text)]
+    assert len(cited) > 20
+    for file, name in cited:
+        assert (root / file).is_file(), file
+        if name:
+            assert f"def {name[2:]}(" in (root / file).read_text(encoding="utf-8"), f"{file}{name}"
