@@ -28,7 +28,7 @@ SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-worker", "airflow-triggerer", "airflow-init")
-SERVICES = ("postgres", "redis", *AIRFLOW_SERVICES, "loyalty-db", "demo-data", "notification-sink")
+SERVICES = ("postgres", "redis", *AIRFLOW_SERVICES, "loyalty-db", "demo-data", "notification-sink", "grafana")
 ONE_SHOT = ("airflow-init", "demo-data")
 CONNECTIONS = {  # conn id -> conn_type (spec: checks.md)
     "loyalty_db": "postgres",
@@ -38,6 +38,8 @@ CONNECTIONS = {  # conn id -> conn_type (spec: checks.md)
     "pagerduty_loyalty": "pagerduty_events",
 }
 SINK = "http://notification-sink:8025"
+GRAFANA_DIR = ROOT / "grafana"
+POOL_COMMAND = 'airflow pools set loyalty_db 4 "Concurrent check queries on loyalty_db"'
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, ${NAME:+alt},
 # $NAME, and $$ (a literal $), as Compose interpolates them.
@@ -198,6 +200,53 @@ def test_demo_services(compose):
     assert sink["entrypoint"][:3] == ["python", "-m", "demo.capture_server"]
     assert "8025" in sink["command"]
     assert services["airflow-scheduler"]["depends_on"]["demo-data"]["condition"] == "service_completed_successfully"
+
+
+def test_airflow_init_creates_the_pool_of_the_checks(compose):
+    """After the entrypoint's migration and user creation, airflow-init sets the pool the
+    measure tasks run in (loyalty_checks.factory.POOL)."""
+    from loyalty_checks.factory import POOL
+
+    init = compose["services"]["airflow-init"]
+    script = init["command"][-1]
+    lines = [line.strip() for line in script.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert lines[-1] == f"exec /entrypoint {POOL_COMMAND}"     # the entrypoint migrates first
+    assert POOL_COMMAND.split()[3] == POOL
+    env = environment(init)
+    assert env["_AIRFLOW_DB_MIGRATE"] == "true" and env["_AIRFLOW_WWW_USER_CREATE"] == "true"
+
+
+def test_grafana_service(compose, raw):
+    grafana = compose["services"]["grafana"]
+    assert re.fullmatch(r"grafana/grafana(-oss)?:\d+\.\d+\.\d+", grafana["image"]), "pin a Grafana release"
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    assert "/api/health" in " ".join(grafana["healthcheck"]["test"])
+    assert grafana["depends_on"]["loyalty-db"]["condition"] == "service_healthy"
+    mounts = {v.split(":")[1]: v.split(":") for v in grafana["volumes"]}
+    provider = yaml.safe_load((GRAFANA_DIR / "provisioning/dashboards/loyalty.yaml").read_text(encoding="utf-8"))
+    dashboards_path = provider["providers"][0]["options"]["path"]
+    expected = {"/etc/grafana/provisioning/datasources": "./grafana/provisioning/datasources",
+                "/etc/grafana/provisioning/dashboards": "./grafana/provisioning/dashboards",
+                dashboards_path: "./grafana/dashboards"}
+    for target, source in expected.items():
+        assert mounts[target][0] == source and mounts[target][2] == "ro", target
+    assert mounts["/var/lib/grafana"][0] in compose["volumes"]
+    env = environment(grafana)
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(dashboards_path + "/") and (GRAFANA_DIR / "dashboards" / Path(home).name).is_file()
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    raw_env = raw["services"]["grafana"]["environment"]
+    assert raw_env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert raw_env["GF_SECURITY_SECRET_KEY"].startswith("${GRAFANA_SECRET_KEY:?")
+    # every ${VAR} of the data source provisioning is set on the container, and the
+    # dashboards read the database the Airflow connections point at
+    provisioning = yaml.safe_load((GRAFANA_DIR / "provisioning/datasources/loyalty.yaml").read_text(encoding="utf-8"))
+    wanted = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", json.dumps(provisioning)))
+    assert wanted and wanted <= set(env), f"not set on the grafana service: {sorted(wanted - set(env))}"
+    airflow_db = json.loads(environment(compose["services"]["airflow-scheduler"])["AIRFLOW_CONN_LOYALTY_DB"])
+    for prefix in ("LOYALTY_DB", "LOYALTY_MONITORING_DB"):
+        assert env[f"{prefix}_ADDRESS"] == f"{airflow_db['host']}:{airflow_db['port']}"
+        assert env[f"{prefix}_NAME"] == airflow_db["schema"] and env[f"{prefix}_USER"] == airflow_db["login"]
 
 
 def test_connections(compose):

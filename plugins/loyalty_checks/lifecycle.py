@@ -152,7 +152,7 @@ def advance(check: Check, state: dict[str, Any], ev: Evaluation, t: dt.datetime,
     status = FIRING if FIRING in statuses else "pending" if statuses else "ok"
     if status != state["status"]:
         state["since"] = _iso(t)
-        state["firing_since"] = _iso(t) if status == FIRING else state["firing_since"] if status == "pending" else None
+        state["firing_since"] = _iso(t) if status == FIRING else None
     state["status"] = status
 
     announced = set(state["announced"])
