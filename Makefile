@@ -1,6 +1,8 @@
 # Loyalty checks: everything runs from a local virtualenv (.venv) with pinned packages.
 #   make demo     run the three check DAGs on an embedded demo platform, show notifications
-#   make test     run the test suite (embedded PostgreSQL; LOYALTY_PG_URI=... for another server)
+#   make test     run the test suite (embedded PostgreSQL; LOYALTY_PG_URI=... for another server),
+#                 including the end-to-end runs under a real scheduler (Celery's skips without Redis)
+#   make test-e2e only those (LocalExecutor and CeleryExecutor, PostgreSQL metadata)
 #   make demo-ui  the Airflow UI on the demo, DAGs scheduled (airflow standalone)
 #   make lint     ruff, including its security (bandit) rules
 
@@ -9,7 +11,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-ui test lint clean
+.PHONY: demo demo-ui test test-e2e lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required (set PYTHON=...)")'
@@ -26,6 +28,9 @@ demo-ui: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-e2e: $(STAMP)
+	$(PY) -m pytest -q -m e2e tests/e2e
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
