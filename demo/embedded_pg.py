@@ -84,3 +84,21 @@ def start(data_dir: str | Path | None = None, keep: bool = False) -> PgServer:
     server = pgserver.get_server(data_dir, cleanup_mode="stop" if keep else "delete")
     return PgServer(host=str(data_dir), port=None, user="postgres", password=None,
                     admin_db="postgres", _embedded=server)
+
+
+def connection_env(pg: PgServer, loyalty_db: str, sink_url: str, routing_key: str,
+                   monitoring_db: str | None = None, slack_channels: tuple[str, str] = ("alerts", "reports")
+                   ) -> dict[str, str]:
+    """AIRFLOW_CONN_* variables of checks.md: the databases on `pg`, Slack and PagerDuty at `sink_url`."""
+    alerts, reports = slack_channels
+    return {
+        "AIRFLOW_CONN_LOYALTY_DB": pg.airflow_conn(loyalty_db),
+        "AIRFLOW_CONN_LOYALTY_MONITORING_DB": pg.airflow_conn(monitoring_db or loyalty_db),
+        "AIRFLOW_CONN_SLACK_LOYALTY_ALERTS": json.dumps(
+            {"conn_type": "slackwebhook", "password": f"{sink_url}/slack/{alerts}"}),
+        "AIRFLOW_CONN_SLACK_LOYALTY_REPORTS": json.dumps(
+            {"conn_type": "slackwebhook", "password": f"{sink_url}/slack/{reports}"}),
+        "AIRFLOW_CONN_PAGERDUTY_LOYALTY": json.dumps(
+            {"conn_type": "pagerduty_events", "password": routing_key,
+             "extra": {"events_api_url": f"{sink_url}/pagerduty"}}),
+    }

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import re
 import subprocess
@@ -54,15 +53,8 @@ def airflow_env(pg: embedded_pg.PgServer, sink_url: str, home: Path) -> dict[str
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW_CONN_LOYALTY_DB": pg.airflow_conn(LOYALTY_DB),
-        "AIRFLOW_CONN_LOYALTY_MONITORING_DB": pg.airflow_conn(MONITORING_DB),
-        "AIRFLOW_CONN_SLACK_LOYALTY_ALERTS": json.dumps(
-            {"conn_type": "slackwebhook", "password": f"{sink_url}/slack/loyalty-alerts"}),
-        "AIRFLOW_CONN_SLACK_LOYALTY_REPORTS": json.dumps(
-            {"conn_type": "slackwebhook", "password": f"{sink_url}/slack/loyalty-reports"}),
-        "AIRFLOW_CONN_PAGERDUTY_LOYALTY": json.dumps(
-            {"conn_type": "pagerduty_events", "password": ROUTING_KEY,
-             "extra": {"events_api_url": f"{sink_url}/pagerduty"}}),
+        **embedded_pg.connection_env(pg, LOYALTY_DB, sink_url, ROUTING_KEY, MONITORING_DB,
+                                     slack_channels=("loyalty-alerts", "loyalty-reports")),
     }
     return env
 

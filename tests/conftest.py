@@ -94,19 +94,9 @@ ROUTING_KEY = "test-routing-key-0123456789"
 
 def connection_env(pg: PgServer, loyalty_db: str, sink_url: str, monitoring_db: str | None = None) -> dict:
     """AIRFLOW_CONN_* variables of checks.md pointing at test servers."""
-    import json
+    from demo.embedded_pg import connection_env as env
 
-    return {
-        "AIRFLOW_CONN_LOYALTY_DB": pg.airflow_conn(loyalty_db),
-        "AIRFLOW_CONN_LOYALTY_MONITORING_DB": pg.airflow_conn(monitoring_db or loyalty_db),
-        "AIRFLOW_CONN_SLACK_LOYALTY_ALERTS": json.dumps(
-            {"conn_type": "slackwebhook", "password": f"{sink_url}/slack/alerts"}),
-        "AIRFLOW_CONN_SLACK_LOYALTY_REPORTS": json.dumps(
-            {"conn_type": "slackwebhook", "password": f"{sink_url}/slack/reports"}),
-        "AIRFLOW_CONN_PAGERDUTY_LOYALTY": json.dumps(
-            {"conn_type": "pagerduty_events", "password": ROUTING_KEY,
-             "extra": {"events_api_url": f"{sink_url}/pagerduty"}}),
-    }
+    return env(pg, loyalty_db, sink_url, ROUTING_KEY, monitoring_db)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import yaml
 from loyalty_checks import lifecycle, silences
 from loyalty_checks.catalog import LIFECYCLE_FIELDS, NO_DATA_POLICIES, catalog, parse_duration
 from loyalty_checks.messages import dedup_key
+from tests.test_runbooks import _prose_lines as _prose
 
 ROOT = Path(__file__).resolve().parents[1]
 LIFECYCLE_DOC = ROOT / "docs" / "lifecycle.md"
@@ -32,18 +33,6 @@ DEFAULTS_HEADER = ["severity", *LIFECYCLE_FIELDS]
 @pytest.fixture(scope="module")
 def doc() -> str:
     return LIFECYCLE_DOC.read_text(encoding="utf-8")
-
-
-def _prose(text: str) -> list[str]:
-    """Lines outside fenced code blocks."""
-    lines, fenced = [], False
-    for line in text.splitlines():
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-            continue
-        if not fenced:
-            lines.append(line)
-    return lines
 
 
 def _section(text: str, heading: str) -> str:
