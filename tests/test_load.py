@@ -49,3 +49,38 @@ def test_ten_thousand_stores_firing_at_once(db, run_dag, sink, tuned_catalog):  
     stored = db.execute("SELECT jsonb_array_length(entities), entities_total FROM loyalty_monitoring.evaluations"
                         " WHERE check_id = 'rate_limit_spikes'").fetchone()
     assert stored == (STORES, STORES)  # the full list is kept
+
+
+def test_fifty_checks_in_one_dag(db, dagbag, airflow_conns, sink, tmp_path, monkeypatch):
+    """A catalog of 50 P1 checks builds one DAG of 50 task groups that runs green and
+    notifies each firing check once."""
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag
+
+    from loyalty_checks.catalog import DEFAULT_CATALOG, SQL_DIR
+
+    data = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    template = next(c for c in data["checks"] if c["id"] == "rate_limit_spikes")
+    data["checks"] = [c for c in data["checks"] if c["severity"] != "P1"] + [
+        {**template, "id": f"rate_limit_spikes_{i:02d}", "threshold": 100 + i} for i in range(50)]
+    path = tmp_path / "checks.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("LOYALTY_CHECKS_CATALOG", str(path))
+    bag = DagBag(dag_folder=str(SQL_DIR.parents[1] / "dags" / "loyalty_p1_checks.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags[P1]
+    assert len(dag.task_group.children) == 50
+    for task in dag.tasks:
+        task.retries = 0
+
+    db.execute("INSERT INTO merchants (id, name) VALUES (1, 'Acme')")
+    db.execute("INSERT INTO stores (id, merchant_id, name) VALUES (7, 1, 'Busy')")
+    db.execute("INSERT INTO rate_limit_events (store_id, occurred_at, method, path)"
+               " SELECT 7, %s, 'GET', '/x' FROM generate_series(1, 125)", (T - 10 * MIN,))
+    dr = dag.test(logical_date=T)
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert dr.state == "success"
+    assert sum(1 for k, v in states.items() if k.endswith(".measure") and v == "success") == 50
+    # 125 per minute breaches thresholds 100..124: exactly those 25 checks post, once each
+    slack = bodies(sink, "/slack")
+    assert len(slack) == 25 and sink.requests == []
