@@ -5,13 +5,20 @@
 #   make test-e2e only those (LocalExecutor and CeleryExecutor, PostgreSQL metadata)
 #   make demo-ui  the Airflow UI on the demo, DAGs scheduled (airflow standalone)
 #   make lint     ruff, including its security (bandit) rules
+#   make bench SCALE=1   the benchmark (docs/performance.md); make bench-data SCALE=… the data only
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-ui test test-e2e lint clean
+SCALE ?= 0.01
+RUNS  ?= 5
+BENCH_DSN ?= $(or $(LOYALTY_PG_URI),postgresql://postgres@127.0.0.1:5432/postgres)
+# The committed figures are those of the large tenant; other scales report under .bench/.
+BENCH_OUT ?= $(if $(filter 1 1.0,$(SCALE)),docs/performance.md,.bench/performance-$(SCALE).md)
+
+.PHONY: demo demo-ui test test-e2e lint bench bench-data clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required (set PYTHON=...)")'
@@ -32,8 +39,15 @@ test: $(STAMP)
 test-e2e: $(STAMP)
 	$(PY) -m pytest -q -m e2e tests/e2e
 
+bench-data: $(STAMP)
+	$(PY) -m bench.generate --dsn '$(BENCH_DSN)' --scale $(SCALE) --replace
+
+bench: $(STAMP)
+	@mkdir -p .bench
+	$(PY) -m bench.run --scale $(SCALE) --runs $(RUNS) --output $(BENCH_OUT) $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache
+	rm -rf $(VENV) .demo .bench .pytest_cache
