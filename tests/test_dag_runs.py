@@ -236,7 +236,8 @@ def test_p2_posts_one_digest(db, run_dag, sink):
     [digest] = bodies(sink, "/slack/reports")
     assert digest["text"] == "Loyalty weekly digest 2026-11-23 08:00 UTC: 1 of 4 P2 checks firing"
     checks = digest["blocks"][1]["text"]["text"]
-    assert "🔴 *Low enrollment* (`low_enrollment`): 0 cards — fires when < 5 cards" in checks
+    assert (f"🔴 *<{RUNBOOK}#low_enrollment|Low enrollment>* (`low_enrollment`): 0 cards — fires when < 5 cards"
+            in checks)  # a firing check links to its runbook section
     assert "1 merchants: Acme ∗Coffee∗ (0 cards)" in checks
     assert "⚪ *High churn* (`high_churn`): no data" in checks
     titles = [b["text"]["text"].split("\n")[0] for b in digest["blocks"][3:-1]]

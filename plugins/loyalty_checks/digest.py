@@ -35,7 +35,8 @@ def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
         ev = evaluations.get(check.id)
         status = ev["status"] if ev else None
         firing += status == "firing"
-        head = (f"{STATUS_ICON[status]} *{check.title}* (`{check.id}`): "
+        title = f"<{cat.runbook_link(check.id)}|{check.title}>" if status == "firing" else check.title
+        head = (f"{STATUS_ICON[status]} *{title}* (`{check.id}`): "
                 f"{format_value(ev.get('value') if ev else None, check.unit)}"
                 f" — fires when {format_threshold(check.comparison, check.threshold, check.unit)}")
         if status is None or status == "error":
