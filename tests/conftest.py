@@ -109,6 +109,12 @@ def airflow_conns(pg, loyalty_db, sink, monkeypatch):
 @pytest.fixture
 def run_dag(dagbag, airflow_conns):
     """run_dag(dag_id, T) -> (dag run, {task_id: state}), executing the DAG with dag.test()."""
+    from airflow.settings import Session
+    from sqlalchemy import text
+
+    with Session() as session:  # markers the package keeps in Airflow Variables (fail open)
+        session.execute(text("DELETE FROM variable WHERE key LIKE 'loyalty_checks.%'"))
+        session.commit()
 
     def run(dag_id: str, t):
         dag = dagbag.get_dag(dag_id)

@@ -169,6 +169,8 @@ def test_monitoring_db_unreachable_fails_open_and_does_not_page_twice(stale, run
     assert bodies(sink, "/slack") == []
     assert states["google_wallet_down.decide"] == "failed"  # not firing: nothing to page, the run is red
     assert dr.state == "failed"
+    dr, states = run_dag(P0, T + 2 * MIN)  # still blind, still firing: paged already
+    assert states["expiration_task_stale.notify_pagerduty"] == "skipped" and sink.requests == []
 
     monkeypatch.setenv("AIRFLOW_CONN_LOYALTY_MONITORING_DB", pg.airflow_conn(loyalty_db))
     dr, _ = run_dag(P0, T + 5 * MIN)  # the state is back: Slack learns of it, PagerDuty is not paged again
@@ -186,4 +188,25 @@ def test_monitoring_db_unreachable_and_healthy_pages_nobody(db, run_dag, sink, m
         {"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "login": "x", "schema": "x"}))
     dr, states = run_dag(P0, T)
     assert dr.state == "failed" and states["expiration_task_stale.decide"] == "failed"
+    assert sink.requests == []
+
+
+def test_both_databases_down_report_the_error_once_and_resolve_it(db, run_dag, sink, monkeypatch, pg, loyalty_db):
+    expire_points_success(db, T - H, "fresh")
+    google_runs(db, 0.1, 0.1)
+    nowhere = json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "login": "x", "schema": "x"})
+    monkeypatch.setenv("AIRFLOW_CONN_LOYALTY_DB", nowhere)
+    monkeypatch.setenv("AIRFLOW_CONN_LOYALTY_MONITORING_DB", nowhere)
+    run_dag(P0, T)
+    assert sorted(pages(sink)) == [("trigger", f"{STALE_PAGE}/error"), ("trigger", "loyalty/google_wallet_down/error")]
+    assert len(bodies(sink, "/slack")) == 2
+    run_dag(P0, T + 5 * MIN)  # still down: reported already
+    assert sink.requests == []
+
+    monkeypatch.setenv("AIRFLOW_CONN_LOYALTY_DB", pg.airflow_conn(loyalty_db))
+    monkeypatch.setenv("AIRFLOW_CONN_LOYALTY_MONITORING_DB", pg.airflow_conn(loyalty_db))
+    dr, _ = run_dag(P0, T + 10 * MIN)  # both back, healthy: each error incident resolves, nothing else
+    assert dr.state == "success"
+    assert sorted(pages(sink)) == [("resolve", f"{STALE_PAGE}/error"), ("resolve", "loyalty/google_wallet_down/error")]
+    assert all(b["text"].startswith("[P0] CHECK RUNS AGAIN") for b in bodies(sink, "/slack"))
     assert sink.requests == []

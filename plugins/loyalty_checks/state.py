@@ -103,12 +103,13 @@ def _save(conn, check: Check, run: RunRef, status: str, ev: Evaluation | None, s
     )
 
 
-def record_evaluation(conn, check: Check, run: RunRef, ev: Evaluation,
-                      paged_while_blind: bool = False) -> list[dict[str, Any]]:
+def record_evaluation(conn, check: Check, run: RunRef, ev: Evaluation, paged_while_blind: bool = False,
+                      error_while_blind: bool = False) -> list[dict[str, Any]]:
     """Store an evaluation, advance the lifecycle; returns the notifications it decides.
 
-    `paged_while_blind`: PagerDuty was already paged for this check while the state was
-    unreachable (tasks.decide fails open), so a trigger decided now goes to Slack only.
+    What tasks.py sent while the state was unreachable: `paged_while_blind`, PagerDuty
+    was paged for this check, so a trigger decided now goes to Slack only;
+    `error_while_blind`, its error was reported, so this evaluation resolves it.
     """
     with conn.transaction():
         state = _lock_state(conn, check.id)
@@ -118,6 +119,8 @@ def record_evaluation(conn, check: Check, run: RunRef, ev: Evaluation,
         silences = active_silences(conn, check.id, run.t)
         notes: list[Notification] = []
         if _applies(state, run.t):
+            if error_while_blind and not state["error_since"]:
+                state["error_since"] = run.t.isoformat()
             state, notes = advance(check, state, ev, run.t, silences)
             if paged_while_blind:
                 for note in notes:

@@ -74,7 +74,9 @@ class CheckMetricOperator(BaseOperator):
         return measurement
 
 
+# What was sent while the alert state was unreachable, so that it is not sent again.
 FAILOPEN_VARIABLE = "loyalty_checks.paged_while_blind.{check_id}"
+ERROR_WHILE_BLIND_VARIABLE = "loyalty_checks.error_reported_while_blind.{check_id}"
 
 
 def decide(check_id: str, measurement: dict[str, Any], context) -> list[str] | None:
@@ -93,16 +95,22 @@ def decide(check_id: str, measurement: dict[str, Any], context) -> list[str] | N
     check = catalog().check(check_id)
     evaluation = evaluate(check, measurement)
     marker = FAILOPEN_VARIABLE.format(check_id=check_id)
+    error_marker = ERROR_WHILE_BLIND_VARIABLE.format(check_id=check_id)
     try:
         paged_while_blind = Variable.get(marker, default=None) is not None
+        error_while_blind = Variable.get(error_marker, default=None) is not None
         with deliver.monitoring_db() as conn:
             notes = record_evaluation(conn, check, run_ref(context), evaluation,
-                                      paged_while_blind=paged_while_blind)
-        if paged_while_blind:
-            Variable.delete(marker)
+                                      paged_while_blind=paged_while_blind, error_while_blind=error_while_blind)
+        for done, name in ((paged_while_blind, marker), (error_while_blind, error_marker)):
+            if done:
+                Variable.delete(name)
     except Exception:
         if not (evaluation.firing and "pagerduty" in channels_for(check, TRIGGER, escalated=False)):
             raise
+        if Variable.get(marker, default=None) is not None:
+            log.exception("%s fires, the alert state is unavailable, and it was paged already", check_id)
+            return None
         log.exception("%s fires but the alert state is unavailable: paging anyway (fail open)", check_id)
         Variable.set(marker, run_time(context).isoformat())
         note = {"event": TRIGGER, "channels": ["pagerduty"], "new": [], "recovered": [],
@@ -179,9 +187,11 @@ def notify(check_id: str, channel: str, context) -> int:
 def report_error(check_id: str, context) -> list[str]:
     """measure failed after its retries: record `error` and report it once on its channels.
 
-    Fails open: when the alert state cannot be reached either, the error is still sent
-    (PagerDuty deduplicates it by its key) rather than lost.
+    Fails open: when the alert state cannot be reached either, the error is still sent,
+    once (an Airflow Variable remembers it until the state is back, see decide).
     """
+    from airflow.sdk import Variable
+
     from loyalty_checks.lifecycle import ERROR, channels_for
     from loyalty_checks.state import load_evaluation, record_error
 
@@ -198,7 +208,11 @@ def report_error(check_id: str, context) -> list[str]:
         except Exception:  # noqa: BLE001
             log.exception("Alert state unavailable: reporting the error without it")
             conn, evaluation = None, {"error": error}
-            notes = [{"event": ERROR, "channels": channels_for(check, ERROR, escalated=False)}]
+            marker = ERROR_WHILE_BLIND_VARIABLE.format(check_id=check_id)
+            reported = Variable.get(marker, default=None) is not None
+            notes = [] if reported else [{"event": ERROR, "channels": channels_for(check, ERROR, escalated=False)}]
+            if not reported:
+                Variable.set(marker, ref.t.isoformat())
         failures = []
         for note in notes:
             for channel in note["channels"]:  # one channel failing must not stop the next
