@@ -18,7 +18,7 @@ from airflow.sdk import DAG, TaskGroup, TriggerRule, task
 
 from loyalty_checks import tasks
 from loyalty_checks.catalog import SQL_DIR, Catalog, Check, DagSpec, catalog
-from loyalty_checks.text import format_threshold
+from loyalty_checks.text import format_duration, format_threshold
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 # Caps concurrent check queries on the production database. Create it once:
@@ -31,21 +31,31 @@ ROUTE_TEXT = {
 }
 
 
+def _lifecycle_text(c: Check) -> str:
+    parts = [f"fires after {c.for_runs} run(s), resolves after {c.clear_runs}"]
+    if c.repeat_after:
+        parts.append(f"reminds every {format_duration(c.repeat_after)}")
+    if c.escalate_after is not None:
+        parts.append(f"pages after {format_duration(c.escalate_after)}" if c.escalate_after else "pages at once")
+    return "; ".join(parts)
+
+
 def _doc_md(spec: DagSpec, checks: tuple[Check, ...], cat: Catalog) -> str:
     rows = "\n".join(
         f"| [`{c.id}`]({cat.runbook_link(c.id)}) | {c.title} | {c.metric} "
-        f"| {format_threshold(c.comparison, c.threshold, c.unit)} | {c.window_text or '—'} |"
+        f"| {format_threshold(c.comparison, c.threshold, c.unit)} | {c.window_text or '—'} | {_lifecycle_text(c)} |"
         for c in checks)
     routes = ", ".join(ROUTE_TEXT[r] for r in spec.routes)
     return f"""
 ### Loyalty {spec.severity} checks
 
 Runs `{spec.schedule}` (UTC). Each check evaluates as of the run's logical time T on
-`loyalty_db` (read only, statement timeout {spec.statement_timeout}), records the result in
-`loyalty_monitoring_db` and notifies on a change of state only: **{routes}**.
+`loyalty_db` (read only, statement timeout {format_duration(spec.statement_timeout)}), records the result in
+`loyalty_monitoring_db` and notifies on changes (and reminders) only: **{routes}**.
+Lifecycle, silences (the `loyalty_silences` DAG) and errors: docs/lifecycle.md.
 
-| check | title | metric | fires when | window |
-|---|---|---|---|---|
+| check | title | metric | fires when | window | lifecycle |
+|---|---|---|---|---|---|
 {rows}
 
 In the grid: `decide` green with `notify_*` skipped = evaluated, nothing new to say;

@@ -54,6 +54,9 @@ def format_time(t: dt.datetime | str | None) -> str:
 
 
 def format_duration(delta: dt.timedelta) -> str:
+    """'1d 2h 5m'; under a minute, seconds ('30s')."""
+    if 0 < delta.total_seconds() < 60:
+        return f"{int(delta.total_seconds())}s"
     minutes = int(delta.total_seconds() // 60)
     days, rem = divmod(minutes, 24 * 60)
     hours, minutes = divmod(rem, 60)
