@@ -3,8 +3,9 @@
 1. starts an embedded PostgreSQL (or uses LOYALTY_PG_URI) with two databases: the demo
    loyalty platform as of T (with a few real incidents) and the alert state;
 2. starts a local capture server standing in for Slack and PagerDuty;
-3. runs `airflow dags test` for loyalty_p0_checks (at T and again 5 minutes later, to
-   show that a still-firing alert stays quiet), loyalty_p1_checks and loyalty_p2_checks;
+3. runs `airflow dags test` for loyalty_p0_checks at T, 5 minutes later (a still-firing
+   alert stays quiet) and 10 minutes later after the expiration task succeeded again (it
+   resolves), then loyalty_p1_checks and loyalty_p2_checks;
 4. prints every notification as Slack and PagerDuty would have received it.
 
 Everything lives under .demo/ (Airflow home with SQLite, logs, notifications.jsonl).
@@ -68,6 +69,15 @@ def prepare_databases(pg: embedded_pg.PgServer, t: dt.datetime, incidents: bool)
         return generate(conn, t, incidents=incidents)
 
 
+def expiration_task_succeeds(pg: embedded_pg.PgServer, at: dt.datetime) -> None:
+    """The point expiration task runs again: P0 expiration_task_stale will resolve."""
+    with pg.connect(LOYALTY_DB) as conn:
+        conn.execute(
+            "INSERT INTO celery_taskmeta (task_id, status, date_done, name)"
+            " VALUES ('demo-recovery', 'SUCCESS', %s, 'loyalty.expire_points')",
+            (at.astimezone(dt.timezone.utc).replace(tzinfo=None),))
+
+
 def migrate(env: dict[str, str], log: Path) -> None:
     with log.open("a") as out:
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
@@ -105,9 +115,20 @@ def main(argv: list[str] | None = None) -> int:
         print("Demo platform: " + ", ".join(f"{n:,} {table}" for table, n in counts.items()))
         env = airflow_env(pg, sink.url, DEMO_DIR / "airflow")
         migrate(env, log_dir / "airflow-db-migrate.log")
-        runs = [("loyalty_p0_checks", t), ("loyalty_p0_checks", t + dt.timedelta(minutes=5)),
-                ("loyalty_p1_checks", t), ("loyalty_p2_checks", t)]
-        for dag_id, run_t in runs:
+        minutes = dt.timedelta(minutes=1)
+        runs = [  # (DAG, T, what happened before the run)
+            ("loyalty_p0_checks", t, None),
+            ("loyalty_p0_checks", t + 5 * minutes, "5 minutes later, nothing changed"),
+            ("loyalty_p0_checks", t + 10 * minutes,
+             "loyalty.expire_points succeeded again at T+7 min (a row added to celery_taskmeta)"),
+            ("loyalty_p1_checks", t, None),
+            ("loyalty_p2_checks", t, None),
+        ]
+        for dag_id, run_t, story in runs:
+            if story:
+                print(f"\n--- {story}")
+            if "succeeded again" in (story or ""):
+                expiration_task_succeeds(pg, run_t - 3 * minutes)
             state = dags_test(dag_id, run_t, env, log_dir)
             sent = sink.take()
             print(f"\n=== airflow dags test {dag_id} {run_t.isoformat()} -> run {state},"
