@@ -29,7 +29,7 @@ from demo import embedded_pg  # noqa: E402
 from demo.capture_server import CaptureServer  # noqa: E402
 from demo.render import render  # noqa: E402
 
-DEMO_DIR = ROOT / ".demo"
+DEMO_DIR = Path(os.environ.get("LOYALTY_DEMO_DIR") or ROOT / ".demo")
 DEFAULT_T = "2026-11-23T08:00:00+00:00"  # a Monday 08:00 UTC, when the weekly digest runs
 LOYALTY_DB, MONITORING_DB = "loyalty_demo", "loyalty_monitoring_demo"
 ROUTING_KEY = "demo-routing-key"
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sink.stop()
         pg.stop()
-    print(f"\nDone in {time.monotonic() - started:.0f} s. Logs: .demo/logs/, raw notifications:"
-          f" .demo/notifications.jsonl. Open the Airflow UI on this demo with `make demo-ui`.")
+    print(f"\nDone in {time.monotonic() - started:.0f} s. Logs: {log_dir}, raw notifications:"
+          f" {notifications}. Open the Airflow UI on this demo with `make demo-ui`.")
     return 0
 
 
