@@ -3,7 +3,9 @@ PostgreSQL (embedded by default, or the server named by LOYALTY_PG_URI)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -13,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Airflow reads its configuration when first imported: set it before any import.
 _home = Path(tempfile.mkdtemp(prefix="loyalty-airflow-"))
+atexit.register(shutil.rmtree, _home, ignore_errors=True)
 os.environ.update({
     "AIRFLOW_HOME": str(_home),
     "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
