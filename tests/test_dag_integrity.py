@@ -30,7 +30,7 @@ def bag():
 
 def test_no_import_errors_and_exactly_the_package_dags(bag):
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == sorted([*EXPECTED, "loyalty_silences"])
+    assert sorted(bag.dag_ids) == sorted([*EXPECTED, "loyalty_silences", "loyalty_backtest"])
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))
@@ -92,6 +92,14 @@ def test_silences_dag_params(bag):
     assert set(dag.params) == {"action", "check_id", "entity_id", "duration", "until", "starts_at", "reason",
                                "author", "silence_id"}
     assert dag.params.get_param("check_id").schema["enum"] == [c.id for c in catalog().checks]
+
+
+def test_backtest_dag_params(bag):
+    dag = bag.dags["loyalty_backtest"]
+    assert dag.timetable.__class__.__name__ == "NullTimetable"
+    assert set(dag.params) == {"check", "start", "end", "overrides", "sweep", "requested_by"}
+    assert dag.params.get_param("check").schema["enum"] == [c.id for c in catalog().checks]
+    assert [t.task_id for t in dag.tasks] == ["backtest"] and dag.tasks[0].retries == 0
 
 
 def test_p2_digest_shape(bag):

@@ -71,3 +71,16 @@ CREATE TABLE IF NOT EXISTS loyalty_monitoring.notifications (
     last_error    text,
     PRIMARY KEY (check_id, evaluated_at, event, channel)
 );
+
+-- Backtests run from the loyalty_backtest DAG (loyalty_checks/backtest_dag.py): the request,
+-- the result as spec/backtest.md's JSON, and the PNG plot, for the console to show.
+CREATE TABLE IF NOT EXISTS loyalty_monitoring.backtests (
+    id            bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    check_id      text        NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    requested_by  text,
+    request       jsonb       NOT NULL,   -- check, start, end, overrides, sweep
+    result        jsonb       NOT NULL,   -- spec/backtest.md: settings, notifications, episodes, summary, ...
+    plot          bytea                   -- PNG
+);
+CREATE INDEX IF NOT EXISTS backtests_check_time ON loyalty_monitoring.backtests (check_id, created_at DESC);
