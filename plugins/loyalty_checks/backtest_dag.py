@@ -52,8 +52,7 @@ def run(context) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowFailException
 
     from loyalty_checks import deliver, quality
-    from loyalty_checks.backtest import (BacktestError, plot_png, report_text, resolve, run_backtest,
-                                         without_series)
+    from loyalty_checks.backtest import BacktestError, plot_png, report_text, resolve, run_backtest, without_series
 
     cat = catalog()
     dag_run = context["dag_run"]
