@@ -1,0 +1,145 @@
+"""The JSON API of the console (shared/spec/console.md), under /loyalty/api.
+
+Every route depends on auth.api_reader or auth.api_writer: 401 without a valid token,
+403 without the permission. Database work runs in FastAPI's thread pool (sync routes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from loyalty_checks.console import db, queries, service
+from loyalty_checks.console.auth import Viewer, api_reader, api_writer
+from loyalty_checks.console.common import json_response, now, visible, visible_check
+from loyalty_checks.console.models import FieldError, SilenceRequest, parse_silence
+
+router = APIRouter(prefix="/api")
+Reader = Annotated[Viewer, Depends(api_reader)]
+Writer = Annotated[Viewer, Depends(api_writer)]
+DEFAULT_HISTORY = dt.timedelta(days=7)
+MAX_HISTORY_POINTS = 200_000
+
+
+def filter_checks(viewer: Viewer, check_id: str | None, severity: str | None, dag_id: str | None):
+    cat, checks = visible(viewer)
+    if check_id is not None:
+        if check_id not in {c.id for c in cat.checks}:
+            raise FieldError("check_id", f"unknown check {check_id!r}")
+        checks = [c for c in checks if c.id == check_id]
+    if severity is not None:
+        checks = [c for c in checks if c.severity == severity]
+    if dag_id is not None:
+        checks = [c for c in checks if service.dag_of(cat, c) == dag_id]
+    return cat, checks
+
+
+@router.get("/alerts")
+def get_alerts(viewer: Reader,
+               check_id: Annotated[str | None, Query(max_length=63)] = None,
+               severity: Literal["P0", "P1", "P2"] | None = None,
+               dag_id: Annotated[str | None, Query(max_length=250)] = None,
+               state: Literal["firing", "pending"] | None = None,
+               limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+               offset: Annotated[int, Query(ge=0)] = 0):
+    """Every alert now firing or pending, P0 first (optionally one check, severity, DAG or state; paged)."""
+    cat, checks = filter_checks(viewer, check_id, severity, dag_id)
+    with db.connection() as conn, db.reading(conn):
+        alerts = service.alerts(conn, cat, checks)
+    if state is not None:
+        alerts = [a for a in alerts if a["state"] == state]
+    total = len(alerts)
+    page = alerts[offset: offset + limit if limit is not None else None]
+    return json_response({"alerts": page, "total": total, "offset": offset})
+
+
+@router.get("/checks")
+def get_checks(viewer: Reader):
+    """Every catalog check (of the DAGs the caller may read) with its latest evaluation."""
+    cat, checks = visible(viewer)
+    with db.connection() as conn, db.reading(conn):
+        return json_response({"checks": service.checks_summary(conn, cat, checks)})
+
+
+@router.get("/checks/{check_id}/history")
+def get_history(check_id: Annotated[str, Path(max_length=63)], viewer: Reader,
+                since: Annotated[dt.datetime | None, Query(description="ISO 8601 with a zone; default 7 days ago")] = None,
+                until: Annotated[dt.datetime | None, Query(description="ISO 8601 with a zone; default now")] = None,
+                limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_POINTS)] = 20_000):
+    """A check's evaluations, notifications and silences since `since`."""
+    _, check = visible_check(viewer, check_id)
+    for name, t in (("since", since), ("until", until)):
+        if t is not None and t.tzinfo is None:
+            raise FieldError(name, "expected an ISO 8601 time with a zone, e.g. 2026-11-24T18:00Z")
+    since = since or now() - DEFAULT_HISTORY
+    if until is not None and until < since:
+        raise FieldError("until", "must not be before since")
+    with db.connection() as conn, db.reading(conn):
+        return json_response(service.history(conn, check, since, until, limit))
+
+
+@router.get("/silences")
+def get_silences(viewer: Reader):
+    """Active and planned silences of the checks the caller may read."""
+    _, checks = visible(viewer)
+    with db.connection() as conn, db.reading(conn):
+        return json_response({"silences": service.silences(conn, checks)})
+
+
+def add(viewer: Viewer, request: SilenceRequest) -> dict:
+    """Add a silence as `viewer` (the author), through loyalty_checks.silences."""
+    from loyalty_checks.silences import SilenceError, add_silence
+
+    visible_check(viewer, request.check_id)
+    try:
+        with db.connection() as conn:
+            row = add_silence(conn, request.check_id, request.reason, author=viewer.name,
+                              duration=request.duration, until=request.until, entity_id=request.entity_id,
+                              starts_at=request.starts_at)
+    except SilenceError as exc:
+        raise FieldError("body", str(exc)) from None
+    return service.silence_json(row)
+
+
+def expire(viewer: Viewer, silence_id: int) -> dict:
+    """End a silence now as `viewer`; 404 when there is no such active silence they may see."""
+    from loyalty_checks.silences import expire_silence
+
+    with db.connection() as conn:
+        found = queries.silence_exists(conn, silence_id)
+        cat, checks = visible(viewer)
+        if found is None or not found["active"] or found["check_id"] not in {c.id for c in checks} \
+                or not expire_silence(conn, silence_id):
+            raise HTTPException(404, f"No active silence with id {silence_id}")
+        row = conn.execute("SELECT id, check_id, entity_id, starts_at, ends_at, author, reason"
+                           " FROM loyalty_monitoring.silences WHERE id = %s", (silence_id,)).fetchone()
+    return service.silence_json(dict(zip(("id", "check_id", "entity_id", "starts_at", "ends_at", "author",
+                                          "reason"), row, strict=True)))
+
+
+@router.post("/silences", status_code=201,
+             openapi_extra={"requestBody": {"content": {"application/json": {
+                 "schema": SilenceRequest.model_json_schema()}}, "required": True}})
+async def post_silence(request: Request, viewer: Writer):
+    """Add a silence; its author is the caller (an `author` in the body is ignored).
+
+    The body is read after the permission check: a viewer gets 403 whatever they send."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise FieldError("body", "expected a JSON object with Content-Type: application/json")
+    try:
+        data = await request.json()
+    except ValueError:
+        raise FieldError("body", "not valid JSON") from None
+    if not isinstance(data, dict):
+        raise FieldError("body", "expected a JSON object")
+    silence = parse_silence(data, now())
+    return json_response(await run_in_threadpool(add, viewer, silence), status=201)
+
+
+@router.delete("/silences/{silence_id}")
+def delete_silence(silence_id: Annotated[int, Path(ge=1, le=2**63 - 1)], viewer: Writer):
+    """End an active silence now."""
+    return json_response(expire(viewer, silence_id))

@@ -1,0 +1,55 @@
+"""The console's database connection: the alert state in `loyalty_monitoring_db`.
+
+The connection comes from the Airflow connection `loyalty_monitoring_db`, or
+`loyalty_db` when that one is not defined (as for the workers). Reads run in a
+read-only transaction with a statement timeout and an application_name a DBA can see.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+STATEMENT_TIMEOUT_MS = 5000
+APPLICATION_NAME = "loyalty_checks:console"
+_schema_ready = threading.Event()
+
+
+@contextmanager
+def _connect() -> Iterator[Any]:
+    try:  # the shared connection module, once it exists
+        from loyalty_checks.connections import monitoring_db as shared
+    except ImportError:
+        shared = None
+    if shared is not None:
+        with shared() as conn:
+            yield conn
+        return
+    from loyalty_checks import deliver
+
+    with deliver.monitoring_db() as conn:
+        yield conn
+
+
+@contextmanager
+def connection() -> Iterator[Any]:
+    """An autocommit psycopg connection to the alert state, its tables created if missing."""
+    with _connect() as conn:
+        conn.autocommit = True
+        if not _schema_ready.is_set():
+            from loyalty_checks.state import ensure_schema
+
+            ensure_schema(conn)
+            _schema_ready.set()
+        yield conn
+
+
+@contextmanager
+def reading(conn) -> Iterator[Any]:
+    """A read-only transaction on `conn` (rolled back: the console never writes while reading)."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('application_name', %s, true)",
+                     (f"{STATEMENT_TIMEOUT_MS}ms", APPLICATION_NAME))
+        yield conn
