@@ -46,6 +46,7 @@ for _p in (str(ROOT / "plugins"), str(ROOT)):
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
+from bench import backtest as bench_backtest  # noqa: E402
 from bench import generate as gen  # noqa: E402
 
 NAIVE_DIR = ROOT / "bench" / "naive"
@@ -655,6 +656,11 @@ def report(ctx: dict[str, Any]) -> str:
         if not m["pass"]:
             misses.append(f"worker peak RSS {m['peak_rss_mb']:.0f} MB (< {RSS_TARGET_MB} MB)")
 
+    if ctx.get("backtest"):
+        lines, missed = bench_backtest.report(ctx["backtest"])
+        out.extend(lines)
+        misses.extend(missed)
+
     w("\n## Targets\n")
     if misses:
         w("Missed at this scale:\n")
@@ -736,12 +742,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop", action="store_true", help="drop the bench databases at the end")
     ap.add_argument("--keep-data", action="store_true",
                     help="reuse the database of this scale and T even if generate.sql or loyalty.sql changed since")
-    ap.add_argument("--skip", action="append", default=[], choices=["naive", "dags", "parse", "memory"],
+    ap.add_argument("--skip", action="append", default=[], choices=["naive", "dags", "parse", "memory", "backtest"],
                     help="leave a part out (repeatable)")
     ap.add_argument("--worker", nargs=2, metavar=("KIND", "CONFIG"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        return {"dags": dag_worker, "memory": memory_worker}[args.worker[0]](args.worker[1])
+        return {"dags": dag_worker, "memory": memory_worker,
+                "backtest": bench_backtest.worker}[args.worker[0]](args.worker[1])
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -781,6 +788,11 @@ def _bench(args, naive_runs: int, command: str, started: float, log) -> int:
         if "memory" not in args.skip:
             log("memory:")
             ctx["memory"] = measure_memory(args.dsn, data["database"], args.t, workdir, log)
+        if "backtest" not in args.skip:
+            log("backtest:")
+            home = workdir / "backtest-home"
+            home.mkdir(parents=True, exist_ok=True)
+            ctx["backtest"] = bench_backtest.measure(args.dsn, data["database"], args.t, workdir, airflow_env(home), log)
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         dropped = ["_monitoring"] + (["_empty", ""] if args.drop else [])
         for suffix in dropped:

@@ -129,3 +129,17 @@ def test_report_has_dag_runs_parse_times_and_memory(bench):
     assert figures["memory"]["peak_rss_mb"] > 0
     assert figures["memory"]["checks"]["low_enrollment"]["entities"] > 0
     assert "worker-like process" in report
+
+
+def test_report_has_the_backtest_figures(bench):
+    figures, report, _ = bench
+    rows = {r["check"]: r for r in figures["backtest"]["rows"]}
+    wanted = {c.id for c in catalog().checks if c.severity in ("P0", "P1") and c.source == "loyalty_db"}
+    assert set(rows) == wanted | {"low_redemption_rate"}
+    for r in rows.values():
+        assert r["errors"] == 0, r
+        assert r["evaluations"] >= {"P0": 8640, "P1": 720, "P2": 52}[r["severity"]], r
+        assert r["rate"] > 0
+    assert figures["backtest"]["sweep"]["candidates"] == 13
+    assert set(figures["backtest"]["flat"]) == {"3", "30"}
+    assert "## Backtest (issue 11)" in report

@@ -313,20 +313,23 @@ class Variant:
                 "episodes": self.tally.episodes_json(), "summary": self.tally.summary()}
 
 
-def replay_all(conn, variants: list[Variant], times: list[dt.datetime],
+def replay_all(conn, variants: list[Variant], times: Callable[[], Iterable[dt.datetime]], expected: int,
                progress: Callable[[int, int], None] | None = None) -> None:
-    """Feed every T to every variant: one measuring pass per distinct SQL signature."""
+    """Feed every T (`times()` streams them) to every variant: one measuring pass per
+    distinct SQL signature. `expected` (T per pass) only sizes the progress."""
     groups: dict[tuple, list[Variant]] = {}
     for v in variants:
         groups.setdefault(_sql_signature(v.check), []).append(v)
-    total, done = len(times) * len(groups), 0
+    total, done = expected * len(groups), 0
     for members in groups.values():
-        for t, measured in measurements(conn, members[0].check, times):
+        for t, measured in measurements(conn, members[0].check, times()):
             for v in members:
                 v.step(t, measured)
             done += 1
             if progress is not None:
-                progress(done, total)
+                progress(done, max(total, done))
+    if progress is not None:
+        progress(done, done)
 
 
 def run_backtest(check_id: str, start: str | dt.datetime, end: str | dt.datetime,
@@ -348,12 +351,13 @@ def run_backtest(check_id: str, start: str | dt.datetime, end: str | dt.datetime
         candidates = [(value, resolve(cat, check_id, {**overrides, field: value}, where="--sweep")) for value in values]
     spec = cat.dags[check.severity]
     interval = quality.cron_interval(spec.schedule, start_t)
-    times = list(quality.cron_times(spec.schedule, start_t, end_t))
+    expected = max(1, int((end_t - start_t) / interval))
     main = Variant(check, interval, series=series)
     baseline = Variant(cat.check(check_id), interval) if overrides else None
     swept = [Variant(c, interval) for _, c in candidates]
     started = time.perf_counter()
-    replay_all(conn, [main, *([baseline] if baseline else []), *swept], times, progress)
+    replay_all(conn, [main, *([baseline] if baseline else []), *swept],
+               lambda: quality.cron_times(spec.schedule, start_t, end_t), expected, progress)
     seconds = time.perf_counter() - started
     out = main.result()
     result: dict[str, Any] = {
