@@ -209,6 +209,11 @@ MALFORMED = [
     ("unknown top-level field", ("check: rate_limit_spikes\n", "check: rate_limit_spikes\nowner: me\n"),
      "field 'owner': unknown field (allowed: check, description, catalog, given, steps)"),
     ("no steps", ("steps:", "stepz:"), "field 'steps': is required"),
+    ("duplicate key", ("    given:\n      rate_limit_events:\n        - {store_id: 11, occurred_at: T-20m",
+                       "    given:\n      rate_limit_events: []\n      rate_limit_events:\n"
+                       "        - {store_id: 11, occurred_at: T-20m"),
+     "not valid YAML: line 17: duplicate key 'rate_limit_events'"),
+    ("not YAML", ("steps:\n", "steps:\n  - {at: [\n"), "not valid YAML: line "),
 ]
 
 

@@ -94,7 +94,17 @@ _MODELS = {(): CheckTestFile, ("steps", 0): StepSpec, ("steps", 0, "expect"): Ex
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML with times left as text: `at` and row values are parsed here, in UTC."""
+    """Safe YAML with times left as text (`at` and row values are parsed here, in UTC)
+    and no duplicate keys (a second `rate_limit_events:` would drop the first's rows)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen and key != "<<":
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -145,6 +155,9 @@ def load(path: Path, cat: Catalog, known: dict[str, Table]) -> Plan:
     """Read and validate one test file completely before anything runs."""
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        line = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
+        raise FileError(f"{path}: not valid YAML: {line}{exc.problem}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise FileError(f"{path}: cannot read the test file: {exc}") from None
     if not isinstance(raw, dict):
