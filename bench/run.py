@@ -501,7 +501,8 @@ def memory_worker(config_file: str) -> int:
     from loyalty_checks.evaluate import evaluate
     from loyalty_checks.measure import measure
     from loyalty_checks.messages import Notice, pagerduty_event, slack_message
-    from loyalty_checks.state import RunRef, load_evaluation, record_evaluation
+    from loyalty_checks.pipeline import record
+    from loyalty_checks.state import RunRef, load_evaluation
 
     t = dt.datetime.fromisoformat(config["t"])
     cat = catalog()
@@ -518,7 +519,7 @@ def memory_worker(config_file: str) -> int:
             json.dumps(measurement)                                   # the XCom it returns
             ev = evaluate(check, measurement)
             run = RunRef(dag_id=cat.dags[check.severity].dag_id, run_id="bench__memory", t=t)
-            notes = record_evaluation(state, check, run, ev)
+            notes = record(state, check, run, ev)
             stored = load_evaluation(state, check.id, t)
             for note in notes:
                 notice = Notice(check=check, event=note["event"], t=t, evaluation=stored, dag_id=run.dag_id,

@@ -77,7 +77,7 @@ BAD_CHECKS = [
     (2, "clear_runs", "2", "check 'wallet_sync_failures', field 'clear_runs': expected an integer"),
     (2, "recovery_threshold", 0.08, "check 'wallet_sync_failures', field 'recovery_threshold': must be on the ok side"),
     (2, "repeat_after", "daily", "check 'wallet_sync_failures', field 'repeat_after': expected a duration"),
-    (0, "escalate_after", "1h", "check 'expiration_task_stale', field 'escalate_after': only P1 checks escalate"),
+    (0, "escalate_after", "1h", "check 'expiration_task_stale', field 'escalate_after': only checks that warn on slack without paging escalate"),
     (0, "source", "warehouse", "check 'expiration_task_stale', field 'source': must be one of loyalty_db"),
     (0, "severity", "P3", "check 'expiration_task_stale', field 'severity': must be one of P0, P1, P2, got 'P3'"),
     (0, "sql", "p0/missing.sql", "check 'expiration_task_stale', field 'sql': SQL file not found"),

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 from loyalty_checks.catalog import catalog
+from loyalty_checks.lifecycle import channels_used
 from tests.conftest import ROOT
 
 EXPECTED = {
@@ -58,9 +59,12 @@ def test_schedule_and_run_settings(bag, dag_id):
 def test_check_group_shape(bag, dag_id):
     dag = bag.dags[dag_id]
     severity = EXPECTED[dag_id][2]
-    channels = ["pagerduty", "slack"]  # P1 pages too, once a check escalates
     for check in catalog().for_severity(severity):
         g = check.id
+        # A notify task per channel the check's routes may use (PagerDuty too when it escalates).
+        channels = channels_used(check)
+        assert channels == (["pagerduty", "slack"] if severity == "P0" or check.escalate_after is not None
+                            else ["slack"])
         measure, decide = dag.get_task(f"{g}.measure"), dag.get_task(f"{g}.decide")
         assert measure.downstream_task_ids == {f"{g}.decide", f"{g}.report_error"}
         assert decide.downstream_task_ids == {f"{g}.notify_{c}" for c in channels}

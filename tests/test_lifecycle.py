@@ -11,8 +11,8 @@ import datetime as dt
 import pytest
 
 from loyalty_checks.catalog import catalog, parse_duration
-from loyalty_checks.evaluate import evaluate
-from loyalty_checks.lifecycle import Silence, advance, initial_state
+from loyalty_checks.evaluate import MeasurementError, evaluate
+from loyalty_checks.lifecycle import CheckState, Silence, decide, initial_state
 from tests.sql.rows import MIN, T
 
 H = 60  # minutes
@@ -34,6 +34,12 @@ def measured(c, values):
         {"id": k, "name": f"{c.entity} {k}", "value": v} for k, v in values.items()]}
 
 
+def advance(c, state, outcome, t, silences):
+    """One step of the lifecycle: (next state, notifications)."""
+    decision = decide(c, state, outcome, silences, t)
+    return decision.state, decision.notifications
+
+
 def silence(entity=None, until=24 * H):
     return Silence(1, "x", entity, T + until * MIN, "alice", "maintenance")
 
@@ -44,7 +50,7 @@ def play(c, steps):
     for minutes, values, *rest in steps:
         silences = rest[0] if rest else []
         state, notes = advance(c, state, evaluate(c, measured(c, values)), T + minutes * MIN, silences)
-        seen.append((state["status"], [(n.event, n.channels, [e["id"] for e in n.new],
+        seen.append((state.status, [(n.event, n.channels, [e["id"] for e in n.new],
                                         [e["id"] for e in n.recovered]) for n in notes]))
     return seen
 
@@ -196,10 +202,14 @@ def test_entity_silence_mutes_only_that_entity():
 def test_error_then_recovery_keeps_the_alert():
     c = check("expiration_task_stale")
     state, _ = advance(c, initial_state(), evaluate(c, measured(c, 30.0)), T, [])
-    state["error_since"] = (T + 5 * MIN).isoformat()  # what state.record_error sets
+    state, notes = advance(c, state, MeasurementError(c.id, "timeout"), T + 5 * MIN, [])
+    assert [(n.event, n.channels) for n in notes] == [("error", ["pagerduty", "slack"])]
+    state, notes = advance(c, state, MeasurementError(c.id, "timeout"), T + 7 * MIN, [])
+    assert notes == []  # reported once per streak
+    assert state.status == "firing" and state.error_since == (T + 5 * MIN).isoformat()
     state, notes = advance(c, state, evaluate(c, measured(c, 31.0)), T + 10 * MIN, [])
     assert [(n.event, n.channels) for n in notes] == [("error_resolve", ["pagerduty", "slack"])]
-    assert state["status"] == "firing" and state["error_since"] is None
+    assert state.status == "firing" and state.error_since is None
 
 
 def test_resolve_carries_how_long_it_fired():
@@ -215,6 +225,56 @@ def test_state_survives_a_json_round_trip():
 
     c = check("rate_limit_spikes", for_runs=2)
     state, _ = advance(c, initial_state(), evaluate(c, measured(c, {"10": 150})), T, [])
-    state = json.loads(json.dumps(state))
+    state = CheckState.from_json(json.loads(json.dumps(state.to_json())))
     state, notes = advance(c, state, evaluate(c, measured(c, {"10": 150})), T + dt.timedelta(hours=1), [])
     assert [n.event for n in notes] == ["trigger"]
+
+
+# ---------------------------------------------------------------- routing is configuration
+
+def test_routes_decide_the_channels():
+    slack_only = check("rate_limit_spikes")
+    paging = dataclasses.replace(slack_only, routes=("pagerduty", "slack"))
+    steps = [(0, {"10": 150}), (60, {"10": 150}), (120, {})]
+    assert [n for _, n in play(slack_only, steps)][0] == [("trigger", ["slack"], ["10"], [])]
+    assert [n for _, n in play(paging, steps)] == [
+        [("trigger", ["pagerduty", "slack"], ["10"], [])], [], [("resolve", ["pagerduty", "slack"], [], ["10"])]]
+    digest_only = dataclasses.replace(slack_only, routes=("digest",))
+    assert [s for s, _ in play(digest_only, steps)] == ["firing", "firing", "ok"]
+    assert events(play(digest_only, steps)) == [[], [], []]  # reported in the weekly digest instead
+
+
+def test_an_older_time_decides_nothing():
+    c = check("rate_limit_spikes")
+    state, _ = advance(c, initial_state(), evaluate(c, measured(c, {"10": 150})), T + 60 * MIN, [])
+    decision = decide(c, state, evaluate(c, measured(c, {})), [], T)
+    assert decision.applied is False and decision.notifications == [] and decision.state is state
+
+
+def test_an_error_of_a_silenced_check_is_not_reported_but_resolves_quietly():
+    c = check("expiration_task_stale")
+    state, notes = advance(c, initial_state(), MeasurementError(c.id, "down"), T, [silence()])
+    assert notes == [] and state.error_since == T.isoformat()
+
+
+def test_fail_open_pages_a_firing_check_once_while_blind():
+    from loyalty_checks.lifecycle import SentWhileBlind, fail_open
+
+    c = check("expiration_task_stale", repeat_after="4h")
+    firing, healthy = evaluate(c, measured(c, 30.0)), evaluate(c, measured(c, 1.0))
+    [note] = fail_open(c, firing, None, T)
+    assert (note.event, note.channels) == ("trigger", ["pagerduty"])
+    assert fail_open(c, firing, SentWhileBlind(paged_at=T), T + 5 * MIN) == []   # paged already
+    assert fail_open(c, firing, SentWhileBlind(paged_at=T), T + 4 * H * MIN) != []  # long ago: again
+    assert fail_open(c, healthy, None, T) is None  # nothing pages: the task fails (run red)
+    assert fail_open(check("rate_limit_spikes"), evaluate(check("rate_limit_spikes"), measured(
+        check("rate_limit_spikes"), {"1": 500})), None, T) is None  # Slack-only checks do not fail open
+    # Back with the state: the trigger decided then does not page again; the error reported while
+    # blind is resolved.
+    blind = SentWhileBlind(paged_at=T, error_reported_at=T + 5 * MIN)
+    d = decide(c, initial_state(), firing, [], T + 10 * MIN, blind)
+    assert [(n.event, n.channels) for n in d.notifications] == [("error_resolve", ["pagerduty", "slack"]),
+                                                                ("trigger", ["slack"])]
+    # A send from before the latest applied outcome is history: ignored.
+    d = decide(c, d.state, evaluate(c, measured(c, 1.0)), [], T + 15 * MIN, blind)
+    assert [(n.event, n.channels) for n in d.notifications] == [("resolve", ["pagerduty", "slack"])]

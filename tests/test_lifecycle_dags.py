@@ -216,3 +216,19 @@ def test_p1_reports_p0_checks_not_running(db, run_dag, sink):
             " 'ok', 26, '>')", (T - 40 * MIN, P0))
     run_dag(P1, T)
     assert sorted(sent(sink)) == [("pagerduty", "trigger", "loyalty/p0_checks_stale"), ("slack", "[P1] FIRING")]
+
+
+def test_routing_p1_to_pagerduty_makes_a_p1_trigger_page(db, run_dag, sink, tmp_path, monkeypatch):
+    data = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    data["dags"]["P1"]["routes"] = ["pagerduty", "slack"]
+    for check in data["checks"]:  # escalating to PagerDuty means nothing once P1 pages anyway
+        check.pop("escalate_after", None)
+    path = tmp_path / "checks.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("LOYALTY_CHECKS_CATALOG", str(path))
+    merchant(db, 1, "Acme")
+    store(db, 10, 1, "Busy Store")
+    spike(db, 10, T - 30 * MIN)
+    dr, states = run_dag(P1, T)
+    assert dr.state == "success" and states["rate_limit_spikes.notify_pagerduty"] == "success"
+    assert sent(sink) == [("pagerduty", "trigger", "loyalty/rate_limit_spikes"), ("slack", "[P1] FIRING")]

@@ -12,7 +12,8 @@ import pytest
 from loyalty_checks.catalog import INCLUDE_DIR, catalog
 from loyalty_checks.evaluate import evaluate
 from loyalty_checks.measure import fetch, measure
-from loyalty_checks.state import RunRef, ensure_schema, record_evaluation
+from loyalty_checks.pipeline import record
+from loyalty_checks.state import RunRef, ensure_schema
 from tests.sql.rows import T
 
 ROLE_SQL = INCLUDE_DIR / "sql" / "schema" / "monitoring_role.sql"
@@ -38,7 +39,7 @@ def test_every_check_and_the_alert_state_work_with_the_role(as_role):
     ensure_schema(as_role)
     for check in catalog().checks:
         result = evaluate(check, measure(as_role, check, T))
-        record_evaluation(as_role, check, RunRef("d", "r", T), result)
+        record(as_role, check, RunRef("d", "r", T), result)
     count = as_role.execute("SELECT count(*) FROM loyalty_monitoring.evaluations").fetchone()[0]
     assert count == len(catalog().checks)
 

@@ -1,4 +1,5 @@
-"""Alert state on a real PostgreSQL: transitions, reruns, backfills, errors, claims."""
+"""Recording outcomes in the store on a real PostgreSQL (pipeline.record: the lifecycle
+decides, state.py stores): transitions, reruns, backfills, errors, claims."""
 
 from __future__ import annotations
 
@@ -7,16 +8,9 @@ import threading
 import pytest
 
 from loyalty_checks.catalog import catalog
-from loyalty_checks.evaluate import Evaluation
-from loyalty_checks.state import (
-    RunRef,
-    claim_notification,
-    ensure_schema,
-    load_evaluation,
-    mark_sent,
-    record_error,
-    record_evaluation,
-)
+from loyalty_checks.evaluate import Evaluation, MeasurementError
+from loyalty_checks.pipeline import record
+from loyalty_checks.state import RunRef, claim_notification, ensure_schema, load_evaluation, mark_sent
 from tests.sql.rows import MIN, T
 
 CHECK = catalog().check("rate_limit_spikes")
@@ -27,6 +21,14 @@ def mon(pg, loyalty_db):
     with pg.connect(loyalty_db, autocommit=True) as conn:
         ensure_schema(conn)
         yield conn
+
+
+def record_evaluation(conn, check, run, evaluation):
+    return record(conn, check, run, evaluation)
+
+
+def record_error(conn, check, run, message):
+    return record(conn, check, run, MeasurementError(check.id, message))
 
 
 def ev(status, value=None, entities=()):

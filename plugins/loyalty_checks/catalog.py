@@ -76,7 +76,8 @@ class Check:
     clear_runs: int = 1                         # clean evaluations in a row before resolving
     recovery_threshold: float | None = None     # while firing, clean only beyond this (hysteresis)
     repeat_after: timedelta | None = None       # remind of a still-firing alert after this long
-    escalate_after: timedelta | None = None     # P1: page through PagerDuty after firing this long
+    escalate_after: timedelta | None = None     # page through PagerDuty after firing this long
+    routes: tuple[str, ...] = ()                # where notifications go: the DAG's routes, or the check's own
 
     @property
     def sql_path(self) -> Path:
@@ -112,6 +113,7 @@ class Catalog:
     dags: dict[str, DagSpec]
     checks: tuple[Check, ...]
     digest_metrics: tuple[DigestMetric, ...] = field(default_factory=tuple)
+    raw_checks: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def for_severity(self, severity: str) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.severity == severity)
@@ -137,10 +139,10 @@ _COMPARE = {
 _CHECK_FIELDS = {
     "id", "severity", "title", "description", "sql", "metric", "unit", "comparison",
     "threshold", "window", "params", "no_data", "entity", "action", "statement_timeout",
-    "source", "recovery_threshold", *LIFECYCLE_FIELDS,
+    "source", "recovery_threshold", "routes", *LIFECYCLE_FIELDS,
 }
 _CHECK_REQUIRED = _CHECK_FIELDS - {"params", "statement_timeout", "window", "entity", "unit", "source",
-                                   "recovery_threshold", *LIFECYCLE_FIELDS}
+                                   "recovery_threshold", "routes", *LIFECYCLE_FIELDS}
 _DAG_FIELDS = {
     "dag_id", "schedule", "run_timeout", "retries", "retry_delay", "statement_timeout",
     "owner", "routes", "defaults",
@@ -224,10 +226,7 @@ def _sql_file(r: _Reader, name: str) -> str:
 
 def _dag_spec(severity: str, data: Any, where: str) -> DagSpec:
     r = _Reader(data, f"{where}: dags.{severity}", _DAG_FIELDS)
-    routes = r.get("routes", list)
-    for route in routes:
-        if route not in ROUTES:
-            r.fail("routes", f"unknown route {route!r} (allowed: {', '.join(ROUTES)})")
+    routes = _routes(r)
     retries = r.get("retries", int)
     if retries < 0:
         r.fail("retries", "must be >= 0")
@@ -246,6 +245,18 @@ def _dag_spec(severity: str, data: Any, where: str) -> DagSpec:
         routes=tuple(routes),
     )
     return spec
+
+
+def _routes(r: _Reader, required: bool = True) -> tuple[str, ...] | None:
+    routes = r.get("routes", list, required=required)
+    if routes is None:
+        return None
+    for route in routes:
+        if route not in ROUTES:
+            r.fail("routes", f"unknown route {route!r} (allowed: {', '.join(ROUTES)})")
+    if "digest" in routes and len(routes) > 1:
+        r.fail("routes", "'digest' reports weekly and cannot be combined with pagerduty or slack")
+    return tuple(routes)
 
 
 def _lifecycle(r: _Reader, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -297,8 +308,11 @@ def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check
         r.fail("recovery_threshold", f"must be on the ok side of the threshold ({comparison} {threshold}),"
                                      f" got {recovery}")
     lifecycle = _lifecycle(r, dag.defaults)
-    if lifecycle.get("escalate_after") is not None and severity != "P1":
-        r.fail("escalate_after", "only P1 checks escalate (P0 pages already, P2 only reports)")
+    routes = _routes(r, required=False) or dag.routes
+    if routes != dag.routes and "digest" in (*routes, *dag.routes):
+        r.fail("routes", f"the {severity} DAG routes to {list(dag.routes)}; a check of it cannot route to {list(routes)}")
+    if lifecycle.get("escalate_after") is not None and ("pagerduty" in routes or "slack" not in routes):
+        r.fail("escalate_after", f"only checks that warn on slack without paging escalate (routes: {list(routes)})")
     entity, no_data = r.choice("entity", ENTITY_KINDS), r.choice("no_data", NO_DATA_POLICIES)
     if no_data == "fire" and entity is not None:
         r.fail("no_data", "'fire' needs a check without entities (with no rows there is no entity to fire for)")
@@ -324,6 +338,7 @@ def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check
         statement_timeout=r.duration("statement_timeout", required=False) or dag.statement_timeout,
         source=source,
         recovery_threshold=float(recovery) if recovery is not None else None,
+        routes=routes,
         **lifecycle,
     )
 
@@ -353,13 +368,14 @@ def parse_catalog(data: Any, path: Path) -> Catalog:
         top.fail("dags", f"dag_id values must differ, got {dag_ids}")
 
     checks_raw = top.get("checks", list)
-    checks, seen = [], set()
+    checks, seen, raw_checks = [], set(), {}
     for i, raw in enumerate(checks_raw):
         check = _check(raw, i, where, dags)
         if check.id in seen:
             raise CatalogError(f"{where}: check {check.id!r}, field 'id': duplicate check id")
         seen.add(check.id)
         checks.append(check)
+        raw_checks[check.id] = raw
 
     metrics_raw = top.get("digest_metrics", list, required=False, default=[])
     metrics = tuple(_digest_metric(m, i, where) for i, m in enumerate(metrics_raw))
@@ -375,7 +391,34 @@ def parse_catalog(data: Any, path: Path) -> Catalog:
     if not runbook_url.startswith(("https://", "http://")):
         top.fail("runbook_url", f"must be an http(s) URL, got {runbook_url!r}")
     return Catalog(path=path, runbook_url=runbook_url.rstrip("#"), entity_cap=cap, dags=dags,
-                   checks=tuple(checks), digest_metrics=metrics)
+                   checks=tuple(checks), digest_metrics=metrics, raw_checks=raw_checks)
+
+
+def with_overrides(cat: Catalog, check_id: str, overrides: dict[str, Any], where: str = "overrides") -> Check:
+    """The check with some catalog fields replaced, validated exactly like the catalog.
+
+    Keys are field names of a catalog check (`threshold`, `for_runs`, `repeat_after`,
+    `window`, ...) or `params.NAME`; values as YAML gives them (numbers, durations such
+    as "2h", null). Used by check tests and backtests; errors name `where` and the field.
+    """
+    try:
+        raw = dict(cat.raw_checks[check_id])
+    except KeyError:
+        raise CatalogError(f"{where}: unknown check {check_id!r} (known: {', '.join(c.id for c in cat.checks)})") from None
+    raw["params"] = dict(raw.get("params") or {})
+    for key, value in overrides.items():
+        name = key.split(".", 1)[1] if key.startswith("params.") else None
+        if name is not None:
+            if name not in raw["params"]:
+                known = ", ".join(raw["params"]) or "none"
+                raise CatalogError(f"{where}: check {check_id!r} has no parameter {name!r} (its params: {known})")
+            raw["params"][name] = value
+        elif key in ("id", "severity") or key not in _CHECK_FIELDS:
+            allowed = ", ".join(sorted(_CHECK_FIELDS - {"id", "severity"}) + ["params.NAME"])
+            raise CatalogError(f"{where}: field {key!r} cannot be overridden (allowed: {allowed})")
+        else:
+            raw[key] = value
+    return _check(raw, 0, f"{where}", cat.dags)
 
 
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:

@@ -133,3 +133,44 @@ def send_pagerduty(conn_id: str, event: dict[str, Any], timestamp: str) -> str:
         return response.json().get("dedup_key") or event.get("dedup_key", "")
     except ValueError:  # accepted, without the usual JSON body
         return event.get("dedup_key", "")
+
+
+# ---------------------------------------------------------------- one sender per channel
+
+class PagerDutySender:
+    """Alerts and errors as PagerDuty Events v2 (`pagerduty_loyalty`), one incident per dedup_key."""
+    channel = "pagerduty"
+
+    def __init__(self, conn_id: str = PAGERDUTY):
+        self.conn_id = conn_id
+
+    def send(self, notice) -> None:
+        from loyalty_checks.messages import pagerduty_event
+
+        dedup = send_pagerduty(self.conn_id, pagerduty_event(notice), notice.t.isoformat())
+        log.info("PagerDuty %s sent, dedup_key %s", notice.event, dedup)
+
+
+class SlackSender:
+    """Alerts and errors as Slack messages (`slack_loyalty_alerts`)."""
+    channel = "slack"
+
+    def __init__(self, conn_id: str = SLACK_ALERTS):
+        self.conn_id = conn_id
+
+    def send(self, notice) -> None:
+        from loyalty_checks.messages import slack_message
+
+        send_slack(self.conn_id, slack_message(notice))
+        log.info("Slack %s message sent", notice.event)
+
+
+SENDERS = {s.channel: s for s in (PagerDutySender, SlackSender)}
+
+
+def sender(channel: str):
+    """The sender of a channel named in the catalog's routes."""
+    try:
+        return SENDERS[channel]()
+    except KeyError:
+        raise ValueError(f"unknown channel {channel!r} (known: {', '.join(SENDERS)})") from None

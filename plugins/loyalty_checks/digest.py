@@ -25,13 +25,18 @@ STATUS_ICON = {"firing": "🔴", "ok": "🟢", "no_data": "⚪", "error": "⚠�
 SECTION_MAX = 3000
 
 
+def digest_checks(cat: Catalog) -> tuple:
+    """The checks that report in the weekly digest: those routed to it."""
+    return tuple(c for c in cat.checks if "digest" in c.routes)
+
+
 def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
                    metrics: dict[str, Any] | None, open_alerts: list[tuple[str, Any]],
                    silences: list[tuple] = ()) -> dict[str, Any]:
     """The Slack body of the digest (pure: built from stored evaluations and metric rows)."""
     lines = []
     firing = 0
-    for check in cat.for_severity("P2"):
+    for check in digest_checks(cat):
         ev = evaluations.get(check.id)
         status = ev["status"] if ev else None
         firing += status == "firing"
@@ -72,7 +77,7 @@ def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(f"*{metric.title}*\n{body}", SECTION_MAX)}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                    f"`loyalty_p2_checks` · runbooks: {cat.runbook_link(DIGEST_ID)}"}]})
-    text = f"Loyalty weekly digest {format_time(t)}: {firing} of {len(cat.for_severity('P2'))} P2 checks firing"
+    text = f"Loyalty weekly digest {format_time(t)}: {firing} of {len(digest_checks(cat))} P2 checks firing"
     return {"text": text, "blocks": blocks}
 
 
@@ -85,31 +90,25 @@ def collect_metrics(cat: Catalog, t, timeout) -> dict[str, list[dict[str, Any]]]
 
 def post(cat: Catalog, metrics: dict[str, Any] | None, context) -> bool:
     """Send the digest once per evaluation time T; True if sent now."""
-    from loyalty_checks.state import claim_notification, load_evaluation, mark_sent
+    from loyalty_checks.state import NotificationKey, load_evaluation, once
     from loyalty_checks.tasks import run_ref
 
     ref = run_ref(context)
     with deliver.monitoring_db() as conn:
-        evaluations = {c.id: load_evaluation(conn, c.id, ref.t) for c in cat.for_severity("P2")}
+        evaluations = {c.id: load_evaluation(conn, c.id, ref.t) for c in digest_checks(cat)}
         open_alerts = conn.execute(
             "SELECT check_id, since FROM loyalty_monitoring.check_state"
             " WHERE status = 'firing' AND check_id = ANY(%s) ORDER BY since",
-            ([c.id for c in cat.checks if c.severity != "P2"],)).fetchall()
+            ([c.id for c in cat.checks if c not in digest_checks(cat)],)).fetchall()
         silences = conn.execute(
             "SELECT check_id, entity_id, ends_at, author, reason FROM loyalty_monitoring.silences"
             " WHERE starts_at <= %(t)s AND ends_at > %(t)s ORDER BY check_id, id", {"t": ref.t}).fetchall()
         body = digest_message(cat, ref.t, evaluations, metrics, open_alerts, silences)
-        key = (DIGEST_ID, ref.t, "digest", "slack")
-        if not claim_notification(conn, *key, ref.run_id):
-            log.info("The digest for %s was already sent", ref.t.isoformat())
-            return False
-        try:
-            deliver.send_slack(deliver.SLACK_REPORTS, body)
-        except Exception as exc:
-            mark_sent(conn, *key, error=f"{type(exc).__name__}: {exc}"[:2000])
-            raise
-        mark_sent(conn, *key)
-    return True
+        key = NotificationKey(DIGEST_ID, ref.t, "digest", "slack")
+        sent = once(conn, key, ref.run_id, lambda: deliver.send_slack(deliver.SLACK_REPORTS, body))
+    if not sent:
+        log.info("The digest for %s was already sent", ref.t.isoformat())
+    return sent
 
 
 def add_digest(groups: list, cat: Catalog) -> None:

@@ -34,6 +34,14 @@ class Evaluation:
         return {k: v for k, v in asdict(self).items() if k != "all_entities"}
 
 
+@dataclass(frozen=True)
+class MeasurementError:
+    """The check could not be evaluated (SQL error, timeout, database down)."""
+    check_id: str
+    message: str
+    status: str = ERROR
+
+
 def evaluate(check: Check, measurement: dict[str, Any]) -> Evaluation:
     """Decide firing / ok / no data for one measurement of `check`."""
     if check.entity is None:

@@ -18,6 +18,7 @@ from airflow.sdk import DAG, TaskGroup, TriggerRule, task
 
 from loyalty_checks import tasks
 from loyalty_checks.catalog import SQL_DIR, Catalog, Check, DagSpec, catalog
+from loyalty_checks.lifecycle import channels_used
 from loyalty_checks.text import format_duration, format_threshold
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -70,27 +71,27 @@ def _check_group(check: Check, spec: DagSpec):
         measure = tasks.CheckMetricOperator(task_id="measure", check_id=check.id, sql=check.sql,
                                             doc_md=f"**{check.title}**: {check.metric}",
                                             pool=POOL if check.source == "loyalty_db" else "default_pool")
-        # P0 pages and posts; P1 posts, and pages once escalated; P2 goes to the digest.
-        channels = [] if spec.routes == ("digest",) else ["pagerduty", "slack"]
+        # The check's routes (and PagerDuty when it may escalate); digest-only checks have none.
+        channels = channels_used(check)
 
         @task.branch(task_id="decide")
         def decide(measurement, **context):
-            return tasks.decide(check.id, measurement, context)
+            return tasks.decide(check, measurement, context)
 
         @task(task_id="evaluate")
         def evaluate(measurement, **context):
-            tasks.decide(check.id, measurement, context)
+            tasks.decide(check, measurement, context)
 
         @task(task_id="report_error", trigger_rule=TriggerRule.ONE_FAILED, retries=2)
         def report_error(**context):
-            return tasks.report_error(check.id, context)
+            return tasks.report_error(check, context)
 
         if channels:
             decided = decide(measure.output)
             for channel in channels:
                 @task(task_id=f"notify_{channel}", retries=2)
                 def notify(channel=channel, **context):
-                    return tasks.notify(check.id, channel, context)
+                    return tasks.notify(check, channel, context)
 
                 decided >> notify()
         else:

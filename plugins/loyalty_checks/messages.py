@@ -218,7 +218,7 @@ def pagerduty_event(n: Notice) -> dict[str, Any]:
     return {
         "summary": truncate(summary, PAGERDUTY_SUMMARY_MAX),
         "severity": severity,
-        "source": "loyalty_db",
+        "source": c.source,  # the connection the check read
         "action": action,
         "dedup_key": dedup_key(c.id, n.event),
         "custom_details": details,

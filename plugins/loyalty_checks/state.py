@@ -1,10 +1,12 @@
-"""Alert state in loyalty_monitoring_db: record evaluations, apply the lifecycle.
+"""The one store: loyalty_monitoring in loyalty_monitoring_db. Loads, stores and claims;
+decides nothing (lifecycle.py decides, pipeline.py wires the two together).
 
-Every evaluation is stored with the notifications it decided, keyed by (check, T), in
-one transaction that holds the check's state row lock: a cleared and re-run task gets
-the same decision back instead of a new one, two workers on the same run cannot both
-decide, and an evaluation older than the latest applied one (a backfill) is recorded
-but moves nothing. lifecycle.py decides; this module only loads and stores.
+- `check_state`: one row per check, the lifecycle's CheckState as JSON; `locked_state`
+  holds its row lock for one transaction, so two workers cannot both decide.
+- `evaluations`: every outcome with the notifications it decided, keyed by (check, T),
+  so a re-run of the same T gets the same decision back instead of a new one.
+- `notifications`: one row per notification and channel; `once(key)` sends each at most
+  once (an advisory lock while sending, a claim, then sent_at or the error).
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ import datetime as dt
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from loyalty_checks.catalog import INCLUDE_DIR, Check
-from loyalty_checks.evaluate import ERROR, Evaluation
-from loyalty_checks.lifecycle import ERROR as ERROR_EVENT
-from loyalty_checks.lifecycle import TRIGGER, Notification, Silence, advance, channels_for, initial_state
+from loyalty_checks.evaluate import Evaluation, MeasurementError
+from loyalty_checks.lifecycle import CheckState, Decision, Silence
 
 MONITORING_DDL = INCLUDE_DIR / "sql" / "schema" / "monitoring.sql"
 _LOCK_KEY = 0x4C4F59414C5459  # advisory lock id for concurrent first-use DDL
@@ -33,10 +34,19 @@ def ensure_schema(conn) -> None:
 
 @dataclass(frozen=True)
 class RunRef:
-    """Which run an evaluation belongs to."""
+    """Which run an outcome belongs to."""
     dag_id: str
     run_id: str
     t: dt.datetime
+
+
+@dataclass(frozen=True)
+class NotificationKey:
+    """One notification on one channel: what `once` sends at most once."""
+    check_id: str
+    t: dt.datetime
+    event: str
+    channel: str
 
 
 def active_silences(conn, check_id: str, t: dt.datetime) -> list[Silence]:
@@ -46,34 +56,34 @@ def active_silences(conn, check_id: str, t: dt.datetime) -> list[Silence]:
     return [Silence(*row) for row in rows]
 
 
-def _lock_state(conn, check_id: str) -> dict[str, Any]:
-    conn.execute("INSERT INTO loyalty_monitoring.check_state (check_id) VALUES (%s) ON CONFLICT DO NOTHING",
-                 (check_id,))
-    row = conn.execute("SELECT lifecycle FROM loyalty_monitoring.check_state WHERE check_id = %s FOR UPDATE",
-                       (check_id,)).fetchone()
-    return {**initial_state(), **(row[0] or {})}
+@contextmanager
+def locked_state(conn, check_id: str) -> Iterator[CheckState]:
+    """One transaction holding the check's state row lock; yields its CheckState."""
+    with conn.transaction():
+        conn.execute("INSERT INTO loyalty_monitoring.check_state (check_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                     (check_id,))
+        row = conn.execute("SELECT lifecycle FROM loyalty_monitoring.check_state WHERE check_id = %s FOR UPDATE",
+                           (check_id,)).fetchone()
+        yield CheckState.from_json(row[0])
 
 
-def _store_state(conn, check_id: str, state: dict[str, Any], run: RunRef) -> None:
-    conn.execute(
-        "UPDATE loyalty_monitoring.check_state SET status = %s, since = %s, last_evaluated_at = %s,"
-        " last_run_id = %s, lifecycle = %s, updated_at = now() WHERE check_id = %s",
-        (state["status"], state["since"], run.t, run.run_id, json.dumps(state), check_id))
-
-
-def _existing(conn, check_id: str, t: dt.datetime) -> tuple[str, list[dict]] | None:
+def decided_before(conn, check_id: str, t: dt.datetime) -> tuple[str, list[dict[str, Any]]] | None:
+    """(status, notifications) of the outcome already recorded for (check, T), if any."""
     row = conn.execute("SELECT status, notifications FROM loyalty_monitoring.evaluations"
                        " WHERE check_id = %s AND evaluated_at = %s", (check_id, t)).fetchone()
     return (row[0], row[1]) if row else None
 
 
-def _applies(state: dict[str, Any], t: dt.datetime) -> bool:
-    """Evaluations are applied in order of T: an older one (a backfill) changes nothing."""
-    return state["last_t"] is None or t >= dt.datetime.fromisoformat(state["last_t"])
-
-
-def _save(conn, check: Check, run: RunRef, status: str, ev: Evaluation | None, state: dict[str, Any],
-          notes: list[Notification], silences: list[Silence], error: str | None = None) -> None:
+def store(conn, check: Check, run: RunRef, outcome: Evaluation | MeasurementError, decision: Decision,
+          silences: list[Silence]) -> None:
+    """Store the decision: the check's new state (when it applied) and the outcome's row."""
+    state = decision.state
+    if decision.applied:
+        conn.execute(
+            "UPDATE loyalty_monitoring.check_state SET status = %s, since = %s, last_evaluated_at = %s,"
+            " last_run_id = %s, lifecycle = %s, updated_at = now() WHERE check_id = %s",
+            (str(state.status), state.since, run.t, run.run_id, json.dumps(state.to_json()), check.id))
+    ev = outcome if isinstance(outcome, Evaluation) else None
     conn.execute(
         """
         INSERT INTO loyalty_monitoring.evaluations
@@ -91,69 +101,17 @@ def _save(conn, check: Check, run: RunRef, status: str, ev: Evaluation | None, s
         """,
         {
             "check_id": check.id, "t": run.t, "severity": check.severity, "dag_id": run.dag_id,
-            "run_id": run.run_id, "status": status, "alert_status": state["status"],
+            "run_id": run.run_id, "status": outcome.status, "alert_status": str(state.status),
             "value": ev.value if ev else None, "threshold": check.threshold, "comparison": check.comparison,
             "entities": json.dumps(ev.entities if ev else []),
             "entities_total": ev.entities_total if ev else 0,
-            "details": json.dumps(ev.details if ev else {}), "error": error,
-            "silenced": any(s.entity_id is None for s in silences),
+            "details": json.dumps(ev.details if ev else {}),
+            "error": outcome.message[:4000] if isinstance(outcome, MeasurementError) else None,
+            "silenced": any(s.whole_check for s in silences),
             "silences": json.dumps([s.to_dict() for s in silences]),
-            "notifications": json.dumps([n.to_dict() for n in notes]),
+            "notifications": json.dumps([n.to_dict() for n in decision.notifications]),
         },
     )
-
-
-def record_evaluation(conn, check: Check, run: RunRef, ev: Evaluation, paged_while_blind: bool = False,
-                      error_while_blind: bool = False) -> list[dict[str, Any]]:
-    """Store an evaluation, advance the lifecycle; returns the notifications it decides.
-
-    What tasks.py sent while the state was unreachable: `paged_while_blind`, PagerDuty
-    was paged for this check, so a trigger decided now goes to Slack only;
-    `error_while_blind`, its error was reported, so this evaluation resolves it.
-    """
-    with conn.transaction():
-        state = _lock_state(conn, check.id)
-        existing = _existing(conn, check.id, run.t)
-        if existing and existing[0] != ERROR:
-            return existing[1]  # the same T was evaluated before: same decision, no new one
-        silences = active_silences(conn, check.id, run.t)
-        notes: list[Notification] = []
-        if _applies(state, run.t):
-            if error_while_blind and not state["error_since"]:
-                state["error_since"] = run.t.isoformat()
-            state, notes = advance(check, state, ev, run.t, silences)
-            if paged_while_blind:
-                for note in notes:
-                    if note.event == TRIGGER:
-                        note.channels = [c for c in note.channels if c != "pagerduty"]
-                notes = [n for n in notes if n.channels]
-            _store_state(conn, check.id, state, run)
-        _save(conn, check, run, ev.status, ev, state, notes, silences)
-        return [n.to_dict() for n in notes]
-
-
-def record_error(conn, check: Check, run: RunRef, message: str) -> list[dict[str, Any]]:
-    """Store that `check` could not be evaluated at T; the first error of a streak is reported.
-
-    The alert itself is left as it was: an error neither resolves nor re-triggers it.
-    """
-    with conn.transaction():
-        state = _lock_state(conn, check.id)
-        existing = _existing(conn, check.id, run.t)
-        if existing:
-            return existing[1] if existing[0] == ERROR else []
-        silences = active_silences(conn, check.id, run.t)
-        notes: list[Notification] = []
-        if _applies(state, run.t):
-            if not state["error_since"]:
-                state["error_since"] = run.t.isoformat()
-                if not any(s.entity_id is None for s in silences):
-                    notes = [Notification(ERROR_EVENT, channels_for(check, ERROR_EVENT, state["escalated"]))]
-                    notes = [n for n in notes if n.channels]
-            state["last_t"] = run.t.isoformat()
-            _store_state(conn, check.id, state, run)
-        _save(conn, check, run, ERROR, None, state, notes, silences, error=message[:4000])
-        return [n.to_dict() for n in notes]
 
 
 def load_evaluation(conn, check_id: str, t: dt.datetime) -> dict[str, Any] | None:
@@ -169,6 +127,8 @@ def load_evaluation(conn, check_id: str, t: dt.datetime) -> dict[str, Any] | Non
         return None
     return dict(zip([d[0] for d in cur.description], row, strict=True))
 
+
+# ---------------------------------------------------------------- sending once
 
 def claim_notification(conn, check_id: str, t: dt.datetime, event: str, channel: str, run_id: str) -> bool:
     """True if this notification still has to be sent (never sent before)."""
@@ -208,3 +168,21 @@ def sending(conn, check_id: str, t: dt.datetime, event: str, channel: str) -> It
         yield
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+
+def once(conn, key: NotificationKey, run_id: str, send: Callable[[], None]) -> bool:
+    """Call `send` unless this notification was sent before; True if it was sent now.
+
+    The one delivery protocol of every sender (alerts, errors, the digest): lock, claim,
+    send, then record `sent_at`, or the error (and re-raise) so that a retry sends it.
+    """
+    with sending(conn, key.check_id, key.t, key.event, key.channel):
+        if not claim_notification(conn, key.check_id, key.t, key.event, key.channel, run_id):
+            return False
+        try:
+            send()
+        except Exception as exc:
+            mark_sent(conn, key.check_id, key.t, key.event, key.channel, error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        mark_sent(conn, key.check_id, key.t, key.event, key.channel)
+    return True

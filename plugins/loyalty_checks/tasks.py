@@ -1,9 +1,9 @@
-"""What the tasks of a check DAG do at run time (the factory wires them together).
+"""The tasks of a check DAG: thin adapters from Airflow's context to pipeline.py.
 
-measure  -> the check's SQL on loyalty_db as of T (CheckMetricOperator)
-decide   -> threshold + alert state: which notifications this evaluation needs
-notify   -> send those notifications on one channel, each at most once
-report_error -> runs only when measure failed after its retries: record and report it
+measure      -> the check's SQL on its source as of T (CheckMetricOperator)
+decide       -> evaluate + pipeline.record (the lifecycle decides): which notify tasks run
+notify_<ch>  -> pipeline.deliver of this run's decided notifications on one channel
+report_error -> measure failed after its retries: pipeline.record of the error, then deliver
 """
 
 from __future__ import annotations
@@ -74,54 +74,52 @@ class CheckMetricOperator(BaseOperator):
         return measurement
 
 
-# What was sent while the alert state was unreachable, so that it is not sent again.
-FAILOPEN_VARIABLE = "loyalty_checks.paged_while_blind.{check_id}"
-ERROR_WHILE_BLIND_VARIABLE = "loyalty_checks.error_reported_while_blind.{check_id}"
+BLIND_KEY = "sent_while_blind"  # XCom of decide / report_error: what fail open sent, and when
 
 
-def decide(check_id: str, measurement: dict[str, Any], context) -> list[str] | None:
-    """The threshold branch: record the evaluation, return the notify tasks to run (or None).
+def _sent_while_blind(check: Check, context):
+    """What this check's fail-open path sent in earlier runs (their task output)."""
+    from loyalty_checks.lifecycle import SentWhileBlind
 
-    Fails open: if the alert state cannot be reached and the check fires and pages, it
-    pages anyway (an Airflow Variable remembers it, so that the trigger decided once the
-    state is back does not page a second time).
+    paged, errored = context["ti"].xcom_pull(
+        task_ids=[f"{check.id}.decide", f"{check.id}.report_error"], key=BLIND_KEY,
+        include_prior_dates=True, map_indexes=-1)
+    when = [dt.datetime.fromisoformat(v) if v else None for v in (paged, errored)]
+    return SentWhileBlind(paged_at=when[0], error_reported_at=when[1]) if any(when) else None
+
+
+def decide(check: Check, measurement: dict[str, Any], context) -> list[str] | None:
+    """The threshold branch: evaluate, record (the lifecycle decides), return the notify tasks.
+
+    Fails open: when the alert state cannot be reached, the lifecycle's `fail_open`
+    says what still goes out (a firing check that pages still pages, once while blind).
     """
-    from airflow.sdk import Variable
-
+    from loyalty_checks import lifecycle
     from loyalty_checks.evaluate import evaluate
-    from loyalty_checks.lifecycle import TRIGGER, channels_for
-    from loyalty_checks.state import record_evaluation
+    from loyalty_checks.pipeline import record
 
-    check = catalog().check(check_id)
     evaluation = evaluate(check, measurement)
-    marker = FAILOPEN_VARIABLE.format(check_id=check_id)
-    error_marker = ERROR_WHILE_BLIND_VARIABLE.format(check_id=check_id)
+    run = run_ref(context)
+    blind = _sent_while_blind(check, context)
     try:
-        paged_while_blind = Variable.get(marker, default=None) is not None
-        error_while_blind = Variable.get(error_marker, default=None) is not None
         with deliver.monitoring_db() as conn:
-            notes = record_evaluation(conn, check, run_ref(context), evaluation,
-                                      paged_while_blind=paged_while_blind, error_while_blind=error_while_blind)
-        for done, name in ((paged_while_blind, marker), (error_while_blind, error_marker)):
-            if done:
-                Variable.delete(name)
+            notes = record(conn, check, run, evaluation, blind)
     except Exception:
-        if not (evaluation.firing and "pagerduty" in channels_for(check, TRIGGER, escalated=False)):
+        notes = lifecycle.fail_open(check, evaluation, blind, run.t)
+        if notes is None:
             raise
-        if Variable.get(marker, default=None) is not None:
-            log.exception("%s fires, the alert state is unavailable, and it was paged already", check_id)
+        if not notes:
+            log.exception("%s fires, the alert state is unavailable, and it was paged already", check.id)
             return None
-        log.exception("%s fires but the alert state is unavailable: paging anyway (fail open)", check_id)
-        Variable.set(marker, run_time(context).isoformat())
-        note = {"event": TRIGGER, "channels": ["pagerduty"], "new": [], "recovered": [],
-                "firing": evaluation.entities, "firing_since": run_time(context).isoformat()}
-        context["ti"].xcom_push(key="failopen", value={"note": note, "evaluation": evaluation.to_dict()})
-        return [f"{check_id}.notify_pagerduty"]
-    log.info("%s: %s, value %s, %d breaching entities; notifications: %s", check_id, evaluation.status,
+        log.exception("%s fires but the alert state is unavailable: paging anyway (fail open)", check.id)
+        context["ti"].xcom_push(key=BLIND_KEY, value=run.t.isoformat())
+        context["ti"].xcom_push(key="failopen", value={"note": notes[0].to_dict(), "evaluation": evaluation.to_dict()})
+        return [f"{check.id}.notify_{ch}" for ch in notes[0].channels]
+    log.info("%s: %s, value %s, %d breaching entities; notifications: %s", check.id, evaluation.status,
              evaluation.value, len(evaluation.entities),
              ", ".join(f"{n['event']} -> {'+'.join(n['channels'])}" for n in notes) or "none")
     channels = sorted({ch for n in notes for ch in n["channels"]})
-    return [f"{check_id}.notify_{ch}" for ch in channels] or None
+    return [f"{check.id}.notify_{ch}" for ch in channels] or None
 
 
 def _notice(check: Check, note: dict[str, Any], evaluation: dict[str, Any], context):
@@ -133,99 +131,68 @@ def _notice(check: Check, note: dict[str, Any], evaluation: dict[str, Any], cont
                   runbook_url=cat.runbook_link(check.id), entity_cap=cat.entity_cap, decided=note)
 
 
-def send_direct(notice, channel: str) -> None:
-    """Send one notice on one channel now."""
-    from loyalty_checks.messages import pagerduty_event, slack_message
-
-    if channel == "pagerduty":
-        dedup = deliver.send_pagerduty(deliver.PAGERDUTY, pagerduty_event(notice), notice.t.isoformat())
-        log.info("PagerDuty %s sent, dedup_key %s", notice.event, dedup)
-    elif channel == "slack":
-        deliver.send_slack(deliver.SLACK_ALERTS, slack_message(notice))
-        log.info("Slack %s message sent", notice.event)
-    else:
-        raise ValueError(f"unknown channel {channel!r}")
-
-
-def send_once(conn, notice, channel: str, run_id: str) -> bool:
-    """Send one notice on one channel unless it was sent before; True if sent now."""
-    from loyalty_checks.state import claim_notification, mark_sent, sending
-
-    key = (notice.check.id, notice.t, notice.event, channel)
-    with sending(conn, *key):
-        if not claim_notification(conn, *key, run_id):
-            log.info("%s %s on %s was already sent for this evaluation: not sending again",
-                     notice.check.id, notice.event, channel)
-            return False
-        try:
-            send_direct(notice, channel)
-        except Exception as exc:
-            mark_sent(conn, *key, error=f"{type(exc).__name__}: {exc}"[:2000])
-            raise
-        mark_sent(conn, *key)
-    return True
-
-
-def notify(check_id: str, channel: str, context) -> int:
-    """Send this run's decided notifications of one check on one channel."""
+def notify(check: Check, channel: str, context) -> int:
+    """Send this run's decided notifications of one check on one channel, each once."""
+    from loyalty_checks.deliver import sender
+    from loyalty_checks.pipeline import deliver as deliver_once
     from loyalty_checks.state import load_evaluation
 
-    check = catalog().check(check_id)
     ref = run_ref(context)
-    failopen = context["ti"].xcom_pull(task_ids=f"{check_id}.decide", key="failopen")
-    if failopen:  # decided without the alert state: send directly, once per task try
-        send_direct(_notice(check, failopen["note"], failopen["evaluation"], context), channel)
+    failopen = context["ti"].xcom_pull(task_ids=f"{check.id}.decide", key="failopen")
+    if failopen:  # decided without the alert state: nothing to claim, send directly
+        sender(channel).send(_notice(check, failopen["note"], failopen["evaluation"], context))
         return 1
     with deliver.monitoring_db() as conn:
-        evaluation = load_evaluation(conn, check_id, ref.t)
+        evaluation = load_evaluation(conn, check.id, ref.t)
         if evaluation is None:
-            raise RuntimeError(f"{check_id}: no evaluation recorded for T={ref.t.isoformat()}")
-        return sum(send_once(conn, _notice(check, note, evaluation, context), channel, ref.run_id)
+            raise RuntimeError(f"{check.id}: no evaluation recorded for T={ref.t.isoformat()}")
+        return sum(deliver_once(conn, _notice(check, note, evaluation, context), channel, ref.run_id)
                    for note in evaluation["notifications"] if channel in note["channels"])
 
 
-def report_error(check_id: str, context) -> list[str]:
-    """measure failed after its retries: record `error` and report it once on its channels.
+def report_error(check: Check, context) -> list[str]:
+    """measure failed after its retries: record the error (the lifecycle decides whether
+    it is news) and report it on each channel, the page first; one channel failing does
+    not stop the next. Fails open like `decide` when the state cannot be reached."""
+    from loyalty_checks import lifecycle
+    from loyalty_checks.deliver import sender
+    from loyalty_checks.evaluate import MeasurementError
+    from loyalty_checks.pipeline import deliver as deliver_once
+    from loyalty_checks.pipeline import record
 
-    Fails open: when the alert state cannot be reached either, the error is still sent,
-    once (an Airflow Variable remembers it until the state is back, see decide).
-    """
-    from airflow.sdk import Variable
-
-    from loyalty_checks.lifecycle import ERROR, channels_for
-    from loyalty_checks.state import load_evaluation, record_error
-
-    check = catalog().check(check_id)
     ref = run_ref(context)
-    error = str(context["ti"].xcom_pull(task_ids=f"{check_id}.measure", key="error")
-                or f"{check_id}.measure failed; see its task log")
-    log.error("%s could not be evaluated at %s: %s", check_id, ref.t.isoformat(), error)
+    error = str(context["ti"].xcom_pull(task_ids=f"{check.id}.measure", key="error")
+                or f"{check.id}.measure failed; see its task log")
+    log.error("%s could not be evaluated at %s: %s", check.id, ref.t.isoformat(), error)
+    outcome = MeasurementError(check.id, error)
+    blind = _sent_while_blind(check, context)
     with ExitStack() as stack:
         try:
             conn = stack.enter_context(deliver.monitoring_db())
-            notes = record_error(conn, check, ref, error)
-            evaluation = load_evaluation(conn, check_id, ref.t)
+            notes = record(conn, check, ref, outcome, blind)
         except Exception:  # noqa: BLE001
             log.exception("Alert state unavailable: reporting the error without it")
-            conn, evaluation = None, {"error": error}
-            marker = ERROR_WHILE_BLIND_VARIABLE.format(check_id=check_id)
-            reported = Variable.get(marker, default=None) is not None
-            notes = [] if reported else [{"event": ERROR, "channels": channels_for(check, ERROR, escalated=False)}]
-            if not reported:
-                Variable.set(marker, ref.t.isoformat())
+            conn = None
+            notes = [n.to_dict() for n in lifecycle.fail_open(check, outcome, blind, ref.t) or []]
+            if notes:
+                context["ti"].xcom_push(key=BLIND_KEY, value=ref.t.isoformat())
+        evaluation = {"error": error}
         failures = []
         for note in notes:
-            for channel in note["channels"]:  # one channel failing must not stop the next
+            for channel in note["channels"]:
                 notice = _notice(check, note, evaluation, context)
                 try:
-                    send_once(conn, notice, channel, ref.run_id) if conn else send_direct(notice, channel)
+                    if conn is None:
+                        sender(channel).send(notice)
+                    else:
+                        deliver_once(conn, notice, channel, ref.run_id)
                 except Exception as exc:  # noqa: BLE001
-                    log.exception("Could not report %s on %s", check_id, channel)
+                    log.exception("Could not report %s on %s", check.id, channel)
                     failures.append(exc)
         if failures:
             raise failures[0]
     events = [n["event"] for n in notes]
-    log.info("%s error reported: %s", check_id, events or "already reported before")
+    log.info("%s error reported: %s", check.id, events or "already reported before")
     return events
 
 
