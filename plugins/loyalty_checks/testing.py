@@ -25,6 +25,7 @@ import sys
 import tempfile
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, TextIO
@@ -251,10 +252,15 @@ def compare(step: Step, outcome: Evaluation | MeasurementError, decision: Decisi
 # ---------------------------------------------------------------- databases
 
 class Server:
-    """Where the fresh databases are made: the server of a DSN, or an embedded one."""
+    """Where the fresh databases are made: the server of a DSN, or an embedded one.
+
+    `fresh()` copies the template (schema only); the next copy is made in the background
+    while a file runs, and `release()` drops a database, also in the background.
+    """
 
     def __init__(self, dsn: str | None = None):
         self.dsn, self._embedded, self.template = dsn, None, None
+        self._pool, self._spare = ThreadPoolExecutor(max_workers=1), None
 
     def __enter__(self) -> Server:
         if self.dsn is None:
@@ -275,6 +281,9 @@ class Server:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._spare is not None:
+            self.release(self._spare.result())
+        self._pool.shutdown(wait=True)
         if self.template:
             self.drop(self.template)
         if self._embedded is not None:
@@ -291,6 +300,18 @@ class Server:
         with self.connect() as conn:
             conn.execute(query)
         return name
+
+    def fresh(self) -> str:
+        """A new database from the template, yours until `release`."""
+        spare = self._spare or self._pool.submit(self._copy)
+        self._spare = self._pool.submit(self._copy)
+        return spare.result()
+
+    def release(self, name: str) -> None:
+        self._pool.submit(self.drop, name)
+
+    def _copy(self) -> str:
+        return self.create(f"loyalty_checktest_{uuid.uuid4().hex[:10]}", template=self.template)
 
     def drop(self, name: str) -> None:
         with self.connect() as conn:
@@ -312,7 +333,7 @@ def run_file(path: Path, server: Server, cat: Catalog, known: dict[str, Table]) 
         plan = load(path, cat, known)
     except FileError as exc:
         return Result(path, MALFORMED, [str(exc)])
-    name = server.create(f"loyalty_checktest_{uuid.uuid4().hex[:10]}", template=server.template)
+    name = server.fresh()
     wrong: list[str] = []
     try:
         with server.connect(name) as conn:
@@ -326,7 +347,7 @@ def run_file(path: Path, server: Server, cat: Catalog, known: dict[str, Table]) 
     except FileError as exc:
         return Result(path, MALFORMED, [str(exc)])
     finally:
-        server.drop(name)
+        server.release(name)
     return Result(path, FAILED, [f"{path}: {w}" for w in wrong]) if wrong else Result(path, PASSED)
 
 
