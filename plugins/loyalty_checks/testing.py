@@ -18,6 +18,7 @@ pass, 1 a test failed, 2 a file is malformed.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 import os
@@ -102,7 +103,7 @@ class _Loader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            if key in seen and key != "<<":
+            if isinstance(key, (str, int, float, bool)) and key in seen and key != "<<":
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
@@ -116,7 +117,7 @@ _Loader.yaml_implicit_resolvers = {
 @dataclass
 class Step:
     label: str              # "steps[1] (at 2026-11-16T11:00:00Z)"
-    t: Any
+    t: dt.datetime
     rows: list[Rows]
     expect: Expect
 
@@ -175,15 +176,17 @@ def load(path: Path, cat: Catalog, known: dict[str, Table]) -> Plan:
             if spec.catalog else cat.check(spec.check)
     except CatalogError as exc:
         raise FileError(str(exc)) from None
-    steps = []
+    times = []
     for i, s in enumerate(spec.steps):
-        label = f"steps[{i}] (at {s.at})"
         try:
-            t = parse_time(s.at)
+            times.append(parse_time(s.at))
         except ValueError as exc:
             raise FileError(f"{path}: steps[{i}], field 'at': {exc}") from None
+    given = prepare(spec.given, known, times[0], f"{path}: before the steps")
+    steps = []
+    for i, (s, t) in enumerate(zip(spec.steps, times, strict=True)):
+        label = f"steps[{i}] (at {s.at})"
         steps.append(Step(label, t, prepare(s.given, known, t, f"{path}: {label}"), s.expect))
-    given = prepare(spec.given, known, steps[0].t, f"{path}: before the steps")
     return Plan(check, given, steps)
 
 
