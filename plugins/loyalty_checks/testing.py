@@ -383,16 +383,20 @@ def run(paths: Sequence[str | Path], dsn: str | None = None, out: TextIO | None 
         print(f"the check catalog is invalid: {exc}", file=out)
         return MALFORMED
     results = []
-    with Server(dsn or os.environ.get("LOYALTY_PG_URI") or None) as server:
-        with server.connect(server.template) as conn:
-            known = tables(conn)
-        for path in files:
-            result = run_file(path, server, cat, known)
-            results.append(result)
-            print(f"{'ok' if result.code == PASSED else 'FAILED':<7} {path}", file=out)
-            for line in result.lines:
-                print(f"  {line}", file=out)
-            out.flush()
+    try:
+        with Server(dsn or os.environ.get("LOYALTY_PG_URI") or None) as server:
+            with server.connect(server.template) as conn:
+                known = tables(conn)
+            for path in files:
+                result = run_file(path, server, cat, known)
+                results.append(result)
+                print(f"{'ok' if result.code == PASSED else 'FAILED':<7} {path}", file=out)
+                for line in result.lines:
+                    print(f"  {line}", file=out)
+                out.flush()
+    except psycopg.OperationalError as exc:
+        print(f"cannot run the tests on PostgreSQL: {str(exc).strip()}", file=out)
+        return MALFORMED
     counts = [sum(r.code == c for r in results) for c in (PASSED, FAILED, MALFORMED)]
     print(f"{len(results)} files: {counts[0]} passed, {counts[1]} failed, {counts[2]} malformed", file=out)
     return max(r.code for r in results)
