@@ -141,5 +141,5 @@ def test_report_has_the_backtest_figures(bench):
         assert r["evaluations"] >= {"P0": 8640, "P1": 720, "P2": 52}[r["severity"]], r
         assert r["rate"] > 0
     assert figures["backtest"]["sweep"]["candidates"] == 13
-    assert set(figures["backtest"]["flat"]) == {"3", "30"}
+    assert set(figures["backtest"]["flat"]) == {"10", "30"}
     assert "## Backtest (issue 11)" in report
