@@ -3,6 +3,8 @@
 #   make test     run the test suite (embedded PostgreSQL; LOYALTY_PG_URI=... for another server),
 #                 including the end-to-end runs under a real scheduler (Celery's skips without Redis)
 #   make test-e2e only those (LocalExecutor and CeleryExecutor, PostgreSQL metadata)
+#   make test-console the alert console only (real api-server, headless Chromium); make screenshots
+#                 also refreshes docs/img/console-*.png
 #   make check-tests  the checks' YAML tests only (tests/checks/, python -m loyalty_checks.testing)
 #   make demo-ui  the Airflow UI on the demo, DAGs scheduled (airflow standalone)
 #   make lint     ruff, including its security (bandit) rules
@@ -19,7 +21,7 @@ BENCH_DSN ?= $(or $(LOYALTY_PG_URI),postgresql://postgres@127.0.0.1:5432/postgre
 # The committed figures are those of the large tenant; other scales report under .bench/.
 BENCH_OUT ?= $(if $(filter 1 1.0,$(SCALE)),docs/performance.md,.bench/performance-$(SCALE).md)
 
-.PHONY: demo demo-ui test test-e2e check-tests lint bench bench-data clean
+.PHONY: demo demo-ui test test-e2e test-console screenshots check-tests lint bench bench-data clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required (set PYTHON=...)")'
@@ -42,6 +44,12 @@ check-tests: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(PY) -m pytest -q -m e2e tests/e2e
+
+test-console: $(STAMP)
+	$(PY) -m pytest -q tests/console
+
+screenshots: $(STAMP)
+	LOYALTY_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/console/test_console_browser.py
 
 bench-data: $(STAMP)
 	$(PY) -m bench.generate --dsn '$(BENCH_DSN)' --scale $(SCALE) --replace

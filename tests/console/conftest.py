@@ -48,6 +48,7 @@ class Console:
     db_name: str
     seed: dict
     sink: object = None
+    conns: dict[str, str] = field(default_factory=dict)  # AIRFLOW_CONN_* of its databases and sink
     tokens: dict[str, str] = field(default_factory=dict)
 
     def token(self, user: str) -> str:
@@ -146,7 +147,7 @@ def console(pg, dagbag, tmp_path_factory):
                 mp.setenv(k, v)
             seeded = seed.seed(pg, db_name, dagbag, sink)
         server = Console(url=f"http://127.0.0.1:{port}{BASE_PATH}", proc=proc, log=log, home=home,
-                         db_name=db_name, seed=seeded, sink=sink)
+                         db_name=db_name, seed=seeded, sink=sink, conns=conns)
         _wait_healthy(server)
         yield server
     finally:

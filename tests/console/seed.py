@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tests.sql.rows import H, MIN, merchant, store
+from tests.sql.rows import MIN, H, merchant, store
 
 P1 = "loyalty_p1_checks"
 CHECK = "rate_limit_spikes"

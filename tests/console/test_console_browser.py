@@ -1,0 +1,209 @@
+"""The console as people use it: headless Chromium (Debian's `chromium`, driven by Selenium
+through Debian's `chromedriver`; nothing downloads a browser) signs in to the real
+api-server of conftest.py, opens "Loyalty alerts" from Airflow's nav, sees the firing
+store, adds a silence through the form, sees it listed and the next evaluation stay
+quiet, opens the check's chart, and expires the silence.
+
+Screenshots go to the test's temporary folder, or to docs/img with
+LOYALTY_UPDATE_SCREENSHOTS=1 (`make screenshots`). Without a browser these tests skip,
+saying how to get one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.console.conftest import PASSWORDS
+from tests.console.seed import CHECK, run_group, spike
+from tests.sql.rows import MIN, H
+
+pytestmark = pytest.mark.console
+
+CHROMIUM = os.environ.get("LOYALTY_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("LOYALTY_CHROMEDRIVER", "/usr/bin/chromedriver")
+FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-dev-shm-usage", "--window-size=1440,1000", "--lang=en-US")
+WAIT = 30  # seconds for any one thing to appear
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not shutil.which(path):
+            return (f"{path} not found: install Debian's Chromium and its driver with "
+                    f"`apt-get install -y chromium chromium-driver` (or set LOYALTY_CHROMIUM / "
+                    f"LOYALTY_CHROMEDRIVER); {package} is missing")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "the selenium package is missing: `make test` installs requirements-dev.txt"
+    return None
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    if os.environ.get("LOYALTY_UPDATE_SCREENSHOTS"):
+        path = ROOT / "docs" / "img"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    reason = browser_missing()
+    if reason:
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    log = tmp_path_factory.mktemp("chromedriver") / "chromedriver.log"
+    service = Service(executable_path=CHROMEDRIVER, log_output=str(log))
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        driver.set_window_size(1440, 1000)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver, what: str, condition, timeout: float = WAIT):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout).until(condition)
+    except TimeoutException:
+        raise AssertionError(f"timed out waiting for {what} at {driver.current_url}:\n"
+                             f"{driver.page_source[:4000]}") from None
+
+
+def css(driver, selector: str, what: str | None = None):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    return wait(driver, what or selector, ec.presence_of_element_located((By.CSS_SELECTOR, selector)))
+
+
+def sign_in(driver, console, user: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(console.url + "/loyalty/")  # not signed in: the console sends us to Airflow's login
+    css(driver, "input[name=username]", "Airflow's login form").send_keys(user)
+    driver.find_element(By.CSS_SELECTOR, "input[name=password]").send_keys(PASSWORDS[user])
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(driver, "the console after signing in", lambda d: "/loyalty/" in d.current_url and
+         d.find_elements(By.CSS_SELECTOR, "main"))
+
+
+def open_from_nav(driver, console) -> None:
+    """Airflow's home, then the nav entry "Loyalty alerts": the console in the UI's iframe."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver.get(console.url + "/")
+    link = wait(driver, "the 'Loyalty alerts' entry in Airflow's nav",
+                ec.element_to_be_clickable((By.CSS_SELECTOR, "a[aria-label='Loyalty alerts']")))
+    link.click()
+    wait(driver, "the plugin page", lambda d: "/plugin/loyalty-alerts" in d.current_url)
+    frame = css(driver, "iframe", "the console's iframe")
+    driver.switch_to.frame(frame)
+
+
+def test_sign_in_see_silence_and_chart(console, pg, browser, dagbag, shots, monkeypatch):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver = browser
+    sign_in(driver, console, "admin")
+    open_from_nav(driver, console)
+
+    # A firing store, its HTML name shown as text, in Airflow's UI.
+    row = css(driver, f'tr.alert[data-check="{CHECK}"][data-entity="10"]', "the firing store 10")
+    assert "<script>alert('x')</script> Burger & <b>Co</b>" in row.text
+    assert "firing" in row.text and "trigger → slack" in row.text
+    assert driver.execute_script("return window.__xss === undefined")
+    driver.switch_to.default_content()
+    driver.save_screenshot(str(shots / "console-alerts.png"))
+
+    # Add a silence of the whole check through the form.
+    driver.switch_to.frame(css(driver, "iframe"))
+    driver.find_element(By.LINK_TEXT, "Silences").click()
+    Select(css(driver, "select#check_id", "the silence form")).select_by_value(CHECK)
+    duration = driver.find_element(By.ID, "duration")
+    duration.clear()
+    duration.send_keys("2h")
+    driver.find_element(By.ID, "reason").send_keys("Rate limiter load test (browser)")
+    driver.find_element(By.ID, "add").click()
+    notice = css(driver, "#notice", "the added notice")
+    assert notice.text.startswith("Silence #") and notice.text.endswith("added.")
+    sid = notice.text.split("#")[1].split()[0]
+    listed = css(driver, f'tr.silence-row[data-id="{sid}"]', "the new silence in the list")
+    assert "Rate limiter load test (browser)" in listed.text and "admin" in listed.text
+    assert "whole check" in listed.text
+    driver.switch_to.default_content()
+    driver.save_screenshot(str(shots / "console-silences.png"))
+
+    # The next evaluation (stores 10 and 12 still spike, 11 starts) stays quiet: nothing reaches Slack.
+    t = console.seed["t"] + H
+    for k, v in console.conns.items():
+        monkeypatch.setenv(k, v)
+    with pg.connect(console.db_name, autocommit=True) as db:
+        spike(db, 10, t - 30 * MIN, 150)
+        spike(db, 12, t - 25 * MIN, 105)
+        spike(db, 11, t - 20 * MIN, 130)  # new: would be announced without the silence
+    console.sink.take("/")
+    run_group(dagbag, t)
+    assert console.sink.take("/slack") == []
+    with console.client("viewer") as c:
+        [latest] = c.get(f"/loyalty/api/checks/{CHECK}/history",
+                         params={"since": (t - dt.timedelta(minutes=1)).isoformat()}).json()["evaluations"]
+    assert latest["silenced"] is True and latest["status"] == "firing"
+
+    # The alerts page shows store 11 firing, silenced; the check's chart.
+    driver.switch_to.frame(css(driver, "iframe"))
+    driver.find_element(By.LINK_TEXT, "Alerts now").click()
+    store11 = css(driver, f'tr.alert[data-check="{CHECK}"][data-entity="11"]', "store 11 firing")
+    assert "silenced" in store11.text
+    driver.find_element(By.LINK_TEXT, "Rate limit spikes").click()
+    css(driver, "svg#chart polyline.value", "the chart's value line")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "svg#chart .notification-mark")) >= 3
+    assert driver.find_elements(By.CSS_SELECTOR, "svg#chart rect.silence-band")
+    driver.switch_to.default_content()
+    driver.save_screenshot(str(shots / "console-check.png"))
+
+    # Expire it from the list.
+    driver.switch_to.frame(css(driver, "iframe"))
+    driver.find_element(By.LINK_TEXT, "Silences").click()
+    css(driver, f'tr.silence-row[data-id="{sid}"] button[name=expire]').click()
+    assert css(driver, "#notice").text == f"Silence #{sid} expired."
+    assert not driver.find_elements(By.CSS_SELECTOR, f'tr.silence-row[data-id="{sid}"]')
+    driver.switch_to.default_content()
+
+
+def test_dark_mode_follows_the_system(console, browser, shots):
+    """prefers-color-scheme: dark gives the dark palette (Airflow's own dark greys)."""
+    driver = browser
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                           {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        driver.get(console.url + f"/loyalty/checks/{CHECK}")
+        css(driver, "svg#chart")
+        driver.execute_script("localStorage.removeItem('theme'); location.reload()")
+        css(driver, "svg#chart")
+        background = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert background not in ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)"), background
+        driver.save_screenshot(str(shots / "console-check-dark.png"))
+    finally:
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
