@@ -168,12 +168,14 @@ def load(path: Path, cat: Catalog, known: dict[str, Table]) -> Plan:
         spec = CheckTestFile.model_validate(raw)
     except ValidationError as exc:
         raise FileError(_describe(path, raw, exc)) from None
-    if spec.check not in cat.raw_checks:
-        raise FileError(f"{path}: field 'check': unknown check {spec.check!r} "
-                        f"(known: {', '.join(c.id for c in cat.checks)})")
     try:
-        check = with_overrides(cat, spec.check, spec.catalog, where=f"{path}: field 'catalog'") \
-            if spec.catalog else cat.check(spec.check)
+        check = cat.check(spec.check)
+    except KeyError:
+        raise FileError(f"{path}: field 'check': unknown check {spec.check!r} "
+                        f"(known: {', '.join(c.id for c in cat.checks)})") from None
+    try:
+        if spec.catalog:
+            check = with_overrides(cat, spec.check, spec.catalog, where=f"{path}: field 'catalog'")
     except CatalogError as exc:
         raise FileError(str(exc)) from None
     times = []
