@@ -14,7 +14,6 @@ import psycopg
 import pytest
 import yaml
 
-from loyalty_checks import deliver
 from loyalty_checks.catalog import DEFAULT_CATALOG
 from tests.sql.rows import MIN, H, T
 from tests.test_dag_runs import P0, bodies, expire_points_success, google_runs
@@ -44,8 +43,11 @@ def test_slack_429_with_retry_after_then_500_is_delivered_once(stale, run_dag, s
     assert len(bodies(sink, "/slack")) == 1 and pages(sink) == [("trigger", STALE_PAGE)]
 
 
-def test_slack_timeout_is_retried(stale, run_dag, sink, monkeypatch):
-    monkeypatch.setattr(deliver, "HTTP_TIMEOUT", 1)
+def test_slack_timeout_is_retried(stale, run_dag, sink, monkeypatch, tmp_path):
+    data = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    data["dags"]["P0"]["http_timeout"] = "1s"  # the catalog's HTTP timeout, per request
+    (tmp_path / "checks.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("LOYALTY_CHECKS_CATALOG", str(tmp_path / "checks.yaml"))
     sink.fail("/slack", 200, delay=2.5)  # answers after the client gave up
     dr, _ = run_dag(P0, T)
     assert dr.state == "success"

@@ -51,6 +51,10 @@ class DagSpec:
     owner: str
     routes: tuple[str, ...]
     defaults: dict[str, Any] = field(default_factory=dict)  # lifecycle defaults of its checks
+    # Time budget (budget.py): database connect timeout, slack after a statement timeout, HTTP timeout.
+    connect_timeout: timedelta = timedelta(seconds=10)
+    grace: timedelta = timedelta(seconds=5)
+    http_timeout: timedelta = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Check:
     repeat_after: timedelta | None = None       # remind of a still-firing alert after this long
     escalate_after: timedelta | None = None     # page through PagerDuty after firing this long
     routes: tuple[str, ...] = ()                # where notifications go: the DAG's routes, or the check's own
+    connect_timeout: timedelta | None = None    # overrides the DAG's database connect timeout
 
     @property
     def sql_path(self) -> Path:
@@ -139,13 +144,14 @@ _COMPARE = {
 _CHECK_FIELDS = {
     "id", "severity", "title", "description", "sql", "metric", "unit", "comparison",
     "threshold", "window", "params", "no_data", "entity", "action", "statement_timeout",
-    "source", "recovery_threshold", "routes", *LIFECYCLE_FIELDS,
+    "source", "recovery_threshold", "routes", "connect_timeout", *LIFECYCLE_FIELDS,
 }
 _CHECK_REQUIRED = _CHECK_FIELDS - {"params", "statement_timeout", "window", "entity", "unit", "source",
-                                   "recovery_threshold", "routes", *LIFECYCLE_FIELDS}
+                                   "recovery_threshold", "routes", "connect_timeout",
+                                   *LIFECYCLE_FIELDS}
 _DAG_FIELDS = {
     "dag_id", "schedule", "run_timeout", "retries", "retry_delay", "statement_timeout",
-    "owner", "routes", "defaults",
+    "owner", "routes", "defaults", "connect_timeout", "grace", "http_timeout",
 }
 _TOP_FIELDS = {"version", "runbook_url", "entity_cap", "dags", "checks", "digest_metrics"}
 _METRIC_FIELDS = {"id", "title", "sql", "window", "unit"}
@@ -243,6 +249,7 @@ def _dag_spec(severity: str, data: Any, where: str) -> DagSpec:
         statement_timeout=r.duration("statement_timeout"),
         owner=r.text("owner"),
         routes=tuple(routes),
+        **{name: r.duration(name) for name in ("connect_timeout", "grace", "http_timeout") if name in r.data},
     )
     return spec
 
@@ -339,6 +346,7 @@ def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check
         source=source,
         recovery_threshold=float(recovery) if recovery is not None else None,
         routes=routes,
+        connect_timeout=r.duration("connect_timeout", required=False),
         **lifecycle,
     )
 
@@ -390,6 +398,10 @@ def parse_catalog(data: Any, path: Path) -> Catalog:
     runbook_url = top.text("runbook_url")
     if not runbook_url.startswith(("https://", "http://")):
         top.fail("runbook_url", f"must be an http(s) URL, got {runbook_url!r}")
+    from loyalty_checks.budget import check_budget
+
+    for spec in dags.values():
+        check_budget(spec, [c for c in checks if c.severity == spec.severity], where)
     return Catalog(path=path, runbook_url=runbook_url.rstrip("#"), entity_cap=cap, dags=dags,
                    checks=tuple(checks), digest_metrics=metrics, raw_checks=raw_checks)
 

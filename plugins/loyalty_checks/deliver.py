@@ -7,82 +7,85 @@ file is parsed.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
-import os
-from contextlib import contextmanager
-from typing import Any, Iterator
+import time
+from http.client import HTTPException
+from typing import Any, Callable
+from urllib.error import HTTPError
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
-LOYALTY_DB = "loyalty_db"
-MONITORING_DB = "loyalty_monitoring_db"
-SLACK_ALERTS = "slack_loyalty_alerts"
-SLACK_REPORTS = "slack_loyalty_reports"
-PAGERDUTY = "pagerduty_loyalty"
-HEARTBEAT = "loyalty_heartbeat"  # optional: an HTTP URL pinged after every P0 run
-HTTP_TIMEOUT = 15  # seconds per request; retries come on top
+# Connection ids and database connections live in connections.py; re-exported for callers.
+from loyalty_checks.connections import (  # noqa: E402,F401
+    HEARTBEAT,
+    LOYALTY_DB,
+    MONITORING_DB,
+    PAGERDUTY,
+    SLACK_ALERTS,
+    SLACK_REPORTS,
+    monitoring_db,
+    postgres,
+)
+
+HTTP_TIMEOUT = 10  # seconds per request when the caller gives none (the catalog's http_timeout otherwise)
+RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
-@contextmanager
-def postgres(conn_id: str) -> Iterator[Any]:
-    """A psycopg connection from an Airflow postgres connection, closed afterwards."""
-    import psycopg
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    # A blackholed host must fail fast (and be reported), not hang until the run times out.
-    os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
-    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
-    conn.row_factory = psycopg.rows.tuple_row  # whatever `cursor` the connection extra asks for
-    try:
-        yield conn
-    finally:
-        conn.close()
+class DeliveryError(RuntimeError):
+    """A notification could not be delivered (after its attempts, or refused for good)."""
 
 
-@contextmanager
-def monitoring_db() -> Iterator[Any]:
-    """loyalty_monitoring_db, or loyalty_db when no separate connection is defined."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
+def _send_with_retries(what: str, attempt: Callable[[], tuple[int, dict[str, str], str]]) -> tuple[int, str]:
+    """Call `attempt` (one HTTP request) up to budget.HTTP_ATTEMPTS times.
 
-    conn_id = MONITORING_DB
-    try:
-        BaseHook.get_connection(MONITORING_DB)
-    except AirflowNotFoundException:
-        log.warning("No connection %r: keeping alert state in %r", MONITORING_DB, LOYALTY_DB)
-        conn_id = LOYALTY_DB
-    from loyalty_checks.state import ensure_schema
+    Retried: network errors and timeouts (a server that accepts and never answers is cut
+    off by the request's timeout), 429 (after its Retry-After, capped) and 5xx. Anything
+    else non-2xx raises at once. The worst case is what budget.send_seconds assumes.
+    """
+    from loyalty_checks.budget import HTTP_ATTEMPTS, HTTP_BACKOFF, HTTP_BACKOFF_MAX
 
-    with postgres(conn_id) as conn:
-        # Autocommit, so that every `with conn.transaction()` in state.py is a real
-        # transaction that commits, never a savepoint inside a forgotten implicit one.
-        conn.autocommit = True
-        ensure_schema(conn)
-        yield conn
+    last, delay = "", HTTP_BACKOFF[0]
+    for n in range(HTTP_ATTEMPTS):
+        if n:
+            time.sleep(delay)
+        delay = HTTP_BACKOFF[min(n, len(HTTP_BACKOFF) - 1)]
+        try:
+            status, headers, body = attempt()
+        except (OSError, HTTPException) as exc:  # URLError, timeouts, resets, RemoteDisconnected
+            last = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: attempt %d of %d failed: %s", what, n + 1, HTTP_ATTEMPTS, last)
+            continue
+        if 200 <= status < 300:
+            return status, body
+        last = f"HTTP {status}: {body[:300]}"
+        if status not in RETRY_STATUSES:
+            raise DeliveryError(f"{what}: {last}")
+        if status == 429:
+            try:
+                delay = min(float(headers.get("retry-after") or delay), HTTP_BACKOFF_MAX)
+            except ValueError:
+                pass
+        log.warning("%s: attempt %d of %d got %s", what, n + 1, HTTP_ATTEMPTS, last)
+    raise DeliveryError(f"{what}: no success after {HTTP_ATTEMPTS} attempts; last: {last}")
 
 
-def send_slack(conn_id: str, body: dict[str, Any]) -> None:
-    """POST a message to a Slack incoming webhook, retrying 429 (Retry-After), 5xx, network errors
-    and timeouts (a retry after a timeout may duplicate a message Slack did receive)."""
-    from http.client import RemoteDisconnected
-    from urllib.error import URLError
-
+def send_slack(conn_id: str, body: dict[str, Any], timeout: float | None = None) -> None:
+    """POST a message to a Slack incoming webhook: at most budget.HTTP_ATTEMPTS requests of
+    `timeout` seconds each (a retry after a timeout may duplicate a message Slack did receive)."""
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
-    from slack_sdk.http_retry.builtin_handlers import (
-        ConnectionErrorRetryHandler,
-        RateLimitErrorRetryHandler,
-        ServerErrorRetryHandler,
-    )
 
-    hook = SlackWebhookHook(
-        slack_webhook_conn_id=conn_id, timeout=HTTP_TIMEOUT,
-        retry_handlers=[ConnectionErrorRetryHandler(
-                            max_retry_count=2, error_types=[URLError, ConnectionResetError, RemoteDisconnected,
-                                                            TimeoutError]),
-                        RateLimitErrorRetryHandler(max_retry_count=3),
-                        ServerErrorRetryHandler(max_retry_count=2)])
-    hook.send(text=body["text"], blocks=body.get("blocks"))
+    hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=timeout or HTTP_TIMEOUT, retry_handlers=[])
+    client = hook.client  # slack_sdk WebhookClient: the URL from the connection, no retries of its own
+    client.timeout = min(client.timeout or (timeout or HTTP_TIMEOUT), timeout or HTTP_TIMEOUT)
+
+    def attempt():
+        response = client.send_dict({"text": body["text"], "blocks": body.get("blocks")})
+        return response.status_code, {k.lower(): v[0] if isinstance(v, list) else v
+                                      for k, v in (response.headers or {}).items()}, str(response.body)
+
+    _send_with_retries(f"Slack webhook {conn_id}", attempt)
 
 
 def _is_loopback(url: str) -> bool:
@@ -95,47 +98,64 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def send_pagerduty(conn_id: str, event: dict[str, Any], timestamp: str) -> str:
+def send_pagerduty(conn_id: str, event: dict[str, Any], timestamp: str, timeout: float | None = None) -> str:
     """Send an Events API v2 event to `{events_api_url}/v2/enqueue`; returns its dedup_key.
 
     The provider's hook always posts to events.pagerduty.com; the connection extra
-    `events_api_url` chooses the region (EU) or a local server. The client library
-    accepts only https; plain http is allowed for loopback, or with extra `allow_http`.
+    `events_api_url` chooses the region (EU) or a local server. Only https is accepted;
+    plain http is allowed for loopback, or with extra `allow_http`. At most
+    budget.HTTP_ATTEMPTS requests of `timeout` seconds each, with the same `dedup_key`
+    (PagerDuty de-duplicates them).
     """
-    import pagerduty
+    from urllib.request import HTTPRedirectHandler, Request, build_opener
+
     from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHook, prepare_event_data
-    from pagerduty.common import successful_response
 
     hook = PagerdutyEventsHook(pagerduty_events_conn_id=conn_id)
     extra = hook.get_connection(conn_id).extra_dejson
     base_url = (extra.get("events_api_url") or "https://events.pagerduty.com").rstrip("/")
     allow_http = bool(extra.get("allow_http")) or _is_loopback(base_url)
-
-    class Client(pagerduty.EventsApiV2Client):
-        @property
-        def url(self) -> str:
-            return self._url
-
-        @url.setter
-        def url(self, value: str) -> None:
-            if not (value.startswith("https://") or (allow_http and value.startswith("http://"))):
-                raise pagerduty.UrlError(f"events_api_url must use https:// (got {value!r})")
-            self._url = value
-
-    client = Client(hook.integration_key, base_url=base_url)
-    client.timeout = HTTP_TIMEOUT
-    client.retry[429] = 6  # the library would retry 429 forever
+    if not (base_url.startswith("https://") or (allow_http and base_url.startswith("http://"))):
+        raise DeliveryError(f"events_api_url must use https:// (got {base_url!r})")
     event = prepare_event_data(**event, action_key_name="event_action")
     event["payload"]["timestamp"] = timestamp
-    # The client retries 429/5xx with backoff and adds the routing key; a 400 raises.
-    response = successful_response(client.post("/v2/enqueue", json=event), context="sending a PagerDuty event")
+    event["routing_key"] = hook.integration_key
+    data = json.dumps(event).encode()
+
+    class NoRedirect(HTTPRedirectHandler):  # PagerDuty never redirects: fail loudly instead
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = build_opener(NoRedirect)
+
+    def attempt():
+        request = Request(f"{base_url}/v2/enqueue", data=data, method="POST",  # noqa: S310 - scheme checked above
+                          headers={"Content-Type": "application/json", "Accept": "application/json",
+                                   "User-Agent": "loyalty-checks"})
+        try:
+            with opener.open(request, timeout=timeout or HTTP_TIMEOUT) as response:
+                return response.status, {k.lower(): v for k, v in response.headers.items()}, \
+                    response.read().decode("utf-8", "replace")
+        except HTTPError as exc:  # a non-2xx answer: its status decides
+            with exc:
+                return exc.code, {k.lower(): v for k, v in (exc.headers or {}).items()}, \
+                    exc.read().decode("utf-8", "replace")
+
+    _, body = _send_with_retries(f"PagerDuty {event.get('event_action')} {event.get('dedup_key')}", attempt)
     try:
-        return response.json().get("dedup_key") or event.get("dedup_key", "")
-    except ValueError:  # accepted, without the usual JSON body
+        return json.loads(body).get("dedup_key") or event.get("dedup_key", "")
+    except (ValueError, AttributeError):  # accepted, without the usual JSON body
         return event.get("dedup_key", "")
 
 
 # ---------------------------------------------------------------- one sender per channel
+
+def http_timeout(notice) -> float:
+    """Seconds per request: the catalog's http_timeout of the check's DAG (budget.py)."""
+    from loyalty_checks.catalog import catalog
+
+    return catalog().dags[notice.check.severity].http_timeout.total_seconds()
+
 
 class PagerDutySender:
     """Alerts and errors as PagerDuty Events v2 (`pagerduty_loyalty`), one incident per dedup_key."""
@@ -147,7 +167,7 @@ class PagerDutySender:
     def send(self, notice) -> None:
         from loyalty_checks.messages import pagerduty_event
 
-        dedup = send_pagerduty(self.conn_id, pagerduty_event(notice), notice.t.isoformat())
+        dedup = send_pagerduty(self.conn_id, pagerduty_event(notice), notice.t.isoformat(), http_timeout(notice))
         log.info("PagerDuty %s sent, dedup_key %s", notice.event, dedup)
 
 
@@ -161,7 +181,7 @@ class SlackSender:
     def send(self, notice) -> None:
         from loyalty_checks.messages import slack_message
 
-        send_slack(self.conn_id, slack_message(notice))
+        send_slack(self.conn_id, slack_message(notice), http_timeout(notice))
         log.info("Slack %s message sent", notice.event)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, TaskGroup, TriggerRule, task
 
-from loyalty_checks import tasks
+from loyalty_checks import budget, tasks
 from loyalty_checks.catalog import SQL_DIR, Catalog, Check, DagSpec, catalog
 from loyalty_checks.lifecycle import channels_used
 from loyalty_checks.text import format_duration, format_threshold
@@ -62,34 +62,42 @@ Lifecycle, silences (the `loyalty_silences` DAG) and errors: docs/lifecycle.md.
 In the grid: `decide` green with `notify_*` skipped = evaluated, nothing new to say;
 `notify_*` green = a notification went out; `measure` red = the check could not be
 evaluated, and `report_error` reported it. Thresholds live in `include/checks.yaml`.
+
+{budget.budget_table(spec, checks)}
 """
 
 
 def _check_group(check: Check, spec: DagSpec):
     """measure -> decide -> notify_*; measure -> report_error."""
+    tb = budget.check_tasks(spec, check)  # execution_timeout and retries of each task (budget.py)
+
+    def limits(name: str) -> dict:
+        return {"execution_timeout": tb[name].execution_timeout, "retries": tb[name].retries}
+
     with TaskGroup(group_id=check.id, tooltip=check.title) as group:
         measure = tasks.CheckMetricOperator(task_id="measure", check_id=check.id, sql=check.sql,
                                             doc_md=f"**{check.title}**: {check.metric}",
-                                            pool=POOL if check.source == "loyalty_db" else "default_pool")
+                                            pool=POOL if check.source == "loyalty_db" else "default_pool",
+                                            **limits("measure"))
         # The check's routes (and PagerDuty when it may escalate); digest-only checks have none.
         channels = channels_used(check)
 
-        @task.branch(task_id="decide")
+        @task.branch(task_id="decide", **limits("decide"))
         def decide(measurement, **context):
             return tasks.decide(check, measurement, context)
 
-        @task(task_id="evaluate")
+        @task(task_id="evaluate", **limits("decide"))
         def evaluate(measurement, **context):
             tasks.decide(check, measurement, context)
 
-        @task(task_id="report_error", trigger_rule=TriggerRule.ONE_FAILED, retries=2)
+        @task(task_id="report_error", trigger_rule=TriggerRule.ONE_FAILED, **limits("report_error"))
         def report_error(**context):
             return tasks.report_error(check, context)
 
         if channels:
             decided = decide(measure.output)
             for channel in channels:
-                @task(task_id=f"notify_{channel}", retries=2)
+                @task(task_id=f"notify_{channel}", **limits("notify"))
                 def notify(channel=channel, **context):
                     return tasks.notify(check, channel, context)
 
@@ -100,18 +108,21 @@ def _check_group(check: Check, spec: DagSpec):
     return group
 
 
-def _add_heartbeat(groups: list) -> None:
+def _add_heartbeat(groups: list, spec: DagSpec) -> None:
     """Ping the dead man's switch (connection `loyalty_heartbeat`) when a P0 run finishes.
 
     `heartbeat` runs when every check was evaluated; `heartbeat_failed` when one could
     not be (it pings the connection's `fail_endpoint` if it has one).
     """
 
-    @task(task_id="heartbeat", trigger_rule=TriggerRule.NONE_FAILED, retries=2)
+    hb = budget.heartbeat_task(spec)
+    limits = {"execution_timeout": hb.execution_timeout, "retries": hb.retries}
+
+    @task(task_id="heartbeat", trigger_rule=TriggerRule.NONE_FAILED, **limits)
     def heartbeat():
         tasks.ping_heartbeat(failed=False)
 
-    @task(task_id="heartbeat_failed", trigger_rule=TriggerRule.ONE_FAILED, retries=2)
+    @task(task_id="heartbeat_failed", trigger_rule=TriggerRule.ONE_FAILED, **limits)
     def heartbeat_failed():
         tasks.ping_heartbeat(failed=True)
 
@@ -144,7 +155,7 @@ def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
     ) as dag:
         groups = [_check_group(check, spec) for check in checks]
         if severity == "P0":
-            _add_heartbeat(groups)
+            _add_heartbeat(groups, spec)
         if "digest" in spec.routes:
             from loyalty_checks.digest import add_digest
 

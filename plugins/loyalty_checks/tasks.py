@@ -18,6 +18,7 @@ from airflow.sdk import BaseOperator
 
 from loyalty_checks import deliver
 from loyalty_checks.catalog import Check, catalog
+from loyalty_checks.connections import timeouts_for
 from loyalty_checks.state import RunRef
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ class CheckMetricOperator(BaseOperator):
         check = catalog().check(self.check_id)
         t = run_time(context)
         try:
-            source = deliver.monitoring_db() if check.source == deliver.MONITORING_DB else deliver.postgres(self.conn_id)
+            # Time limits from the catalog (connections.py): a silent database fails this try in time.
+            source = (deliver.monitoring_db(timeouts_for(check)) if check.source == deliver.MONITORING_DB
+                      else deliver.postgres(self.conn_id, check=check))
             with source as conn:
                 measurement = measure_sql(conn, check, self.sql, t)
         except Exception as exc:
@@ -102,7 +105,7 @@ def decide(check: Check, measurement: dict[str, Any], context) -> list[str] | No
     run = run_ref(context)
     blind = _sent_while_blind(check, context)
     try:
-        with deliver.monitoring_db() as conn:
+        with deliver.monitoring_db(check=check) as conn:
             notes = record(conn, check, run, evaluation, blind)
     except Exception:
         notes = lifecycle.fail_open(check, evaluation, blind, run.t)
@@ -142,7 +145,7 @@ def notify(check: Check, channel: str, context) -> int:
     if failopen:  # decided without the alert state: nothing to claim, send directly
         sender(channel).send(_notice(check, failopen["note"], failopen["evaluation"], context))
         return 1
-    with deliver.monitoring_db() as conn:
+    with deliver.monitoring_db(check=check) as conn:
         evaluation = load_evaluation(conn, check.id, ref.t)
         if evaluation is None:
             raise RuntimeError(f"{check.id}: no evaluation recorded for T={ref.t.isoformat()}")
@@ -168,7 +171,7 @@ def report_error(check: Check, context) -> list[str]:
     blind = _sent_while_blind(check, context)
     with ExitStack() as stack:
         try:
-            conn = stack.enter_context(deliver.monitoring_db())
+            conn = stack.enter_context(deliver.monitoring_db(check=check))
             notes = record(conn, check, ref, outcome, blind)
         except Exception:  # noqa: BLE001
             log.exception("Alert state unavailable: reporting the error without it")
@@ -226,5 +229,5 @@ def ping_heartbeat(failed: bool) -> None:
         raise AirflowSkipException(f"no {deliver.HEARTBEAT!r} connection: no outside heartbeat") from None
     endpoint = (conn.extra_dejson.get("fail_endpoint") or "") if failed else ""
     response = HttpHook(method="GET", http_conn_id=deliver.HEARTBEAT).run(
-        endpoint=endpoint, extra_options={"timeout": deliver.HTTP_TIMEOUT})
+        endpoint=endpoint, extra_options={"timeout": catalog().dags["P0"].http_timeout.total_seconds()})
     log.info("heartbeat%s sent: HTTP %s", " (failed run)" if failed else "", response.status_code)
