@@ -14,6 +14,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+ONPATH := $(VENV)/.plugins-on-path
 
 SCALE ?= 0.01
 RUNS  ?= 5
@@ -30,17 +31,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
+# plugins/ on the virtualenv's import path, as Airflow has it: .venv/bin/python -m loyalty_checks.testing
+$(ONPATH): $(STAMP)
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "loyalty_checks_plugins.pth").write_text(str(pathlib.Path("plugins").resolve()) + "\n")'
+	@touch $(ONPATH)
+
 demo: $(STAMP)
 	$(PY) -m demo.run
 
 demo-ui: $(STAMP)
 	$(PY) -m demo.ui
 
-test: $(STAMP)
+test: $(STAMP) $(ONPATH)
 	$(PY) -m pytest -q
 
-check-tests: $(STAMP)
-	PYTHONPATH=plugins $(PY) -m loyalty_checks.testing tests/checks
+check-tests: $(STAMP) $(ONPATH)
+	$(PY) -m loyalty_checks.testing tests/checks
 
 test-e2e: $(STAMP)
 	$(PY) -m pytest -q -m e2e tests/e2e
