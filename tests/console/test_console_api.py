@@ -392,3 +392,42 @@ def test_pages_send_protective_headers(console):
     assert "frame-ancestors 'self'" in r.headers["content-security-policy"]
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["cache-control"] == "no-store"
+
+
+# ---------------------------------------------------------------- backtest
+
+def test_backtest_page_runs_the_backtest_with_its_chart(console):
+    origin = console.url.rsplit("/airflow", 1)[0]
+    t = console.seed["t"]
+    form = {"check_id": CHECK, "start": (t - dt.timedelta(hours=31)).strftime("%Y-%m-%dT%H:%M"),
+            "end": t.strftime("%Y-%m-%dT%H:%M"), "overrides": "threshold=120", "sweep": ""}
+    with console.client() as c:
+        c.cookies.update({"_token": console.token("admin")})
+        page = c.get("/loyalty/backtest", params={"check_id": CHECK})
+        assert page.status_code == 200 and f'<option value="{CHECK}" selected>' in page.text
+        token = _form_token(page.text)
+        assert c.post("/loyalty/backtest", data=form, headers={"Origin": origin}).status_code == 403  # no token
+        r = c.post("/loyalty/backtest", data={**form, "csrf_token": token}, headers={"Origin": origin})
+        assert r.status_code == 200, r.text[:3000]
+        assert 'id="backtest-chart"' in r.text and "data:image/png;base64,iVBOR" in r.text
+        assert "<th>current catalog</th>" in r.text and "with these settings" in r.text
+        rows = re.findall(r"<tr><td class=\"num\">([^<]+)</td><td><span class=\"badge notification\">(\w+)</span>",
+                          r.text)
+        assert [event for _, event in rows] == ["trigger", "resolve", "trigger"]
+        for bad, field in (({"end": form["start"]}, "end"), ({"overrides": "nope=1"}, "overrides"),
+                           ({"start": "last week"}, "start"), ({"check_id": "nope"}, "check_id"),
+                           ({"start": "2020-01-01T00:00"}, "end"), ({"sweep": "threshold=1"}, "sweep")):
+            r = c.post("/loyalty/backtest", data={**form, **bad, "csrf_token": token}, headers={"Origin": origin})
+            assert r.status_code in (400, 404), (bad, r.status_code)
+            assert f'data-field="{field}"' in r.text or (field == "check_id" and r.status_code == 404), (bad, r.text[:2000])
+
+
+def test_a_viewer_cannot_run_a_backtest(console):
+    origin = console.url.rsplit("/airflow", 1)[0]
+    with console.client() as c:
+        c.cookies.update({"_token": console.token("viewer")})
+        page = c.get("/loyalty/backtest")
+        assert page.status_code == 200 and 'id="backtest-form"' not in page.text
+        r = c.post("/loyalty/backtest", data={"check_id": CHECK, "start": "2026-11-01T00:00", "end": "2026-11-02T00:00",
+                                              "csrf_token": _form_token_for_viewer(page.text)}, headers={"Origin": origin})
+        assert r.status_code == 403

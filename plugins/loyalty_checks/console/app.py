@@ -13,7 +13,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import RedirectResponse
 
-from loyalty_checks.console import api, auth, pages
+from loyalty_checks.console import api, auth, backtest_page, pages
 from loyalty_checks.console.common import PREFIX, is_api, json_response
 from loyalty_checks.console.models import FieldError, first_error
 
@@ -62,4 +62,5 @@ def create_app() -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(backtest_page.router)
     return app
