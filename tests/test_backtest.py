@@ -20,7 +20,7 @@ import pytest
 from loyalty_checks.backtest import BacktestError, plot_png, run_backtest, without_series
 from loyalty_checks.quality import history
 from tests.conftest import ROOT
-from tests.sql.rows import H, T, merchant, store
+from tests.sql.rows import H, S, T, merchant, store
 
 START = T - 12 * H
 P1 = "loyalty_p1_checks"
@@ -119,6 +119,29 @@ def test_backtest_predicts_what_the_dag_sends_hour_by_hour_and_quality_counts_th
         k: result["summary"][k] for k in ("notifications", "pages", "episodes", "flaps", "firing_share",
                                           "median_resolve_seconds", "errors")}
     assert "rate_limit_spikes" in proc.stdout
+
+    # The Grafana checks dashboard's "Alert quality over the range": the same figures in SQL.
+    from tests.test_grafana import expand
+
+    panel = next(p for p in json.loads((ROOT / "grafana" / "dashboards" / "loyalty-checks.json").read_text())["panels"]
+                 if p["title"] == "Alert quality over the range")
+    cur = db.execute(expand(panel["targets"][0]["rawSql"], START + S, T, H))
+    rows = {r[0]: dict(zip([d.name for d in cur.description], r, strict=True)) for r in cur.fetchall()}
+    grafana = rows["rate_limit_spikes"]
+    assert {k: float(grafana[k]) if grafana[k] is not None else None for k in (
+        "notifications", "pages", "episodes", "flaps", "firing_share", "errors", "evaluations")} | {
+        "median_resolve_seconds": grafana["median_resolve"], "longest_resolve_seconds": grafana["longest_resolve"]} == {
+        k: result["summary"][k] for k in ("notifications", "pages", "episodes", "flaps", "firing_share", "errors",
+                                          "evaluations", "median_resolve_seconds", "longest_resolve_seconds")}
+
+    # The weekly digest's "alert quality, last 7 days": from the same code, with a silence ending soon.
+    db.execute("INSERT INTO loyalty_monitoring.silences (check_id, starts_at, ends_at, reason, author)"
+               " VALUES ('email_failure_rate', %s, %s, 'SMTP migration', 'alice')", (T - H, T + 2 * 24 * H))
+    dr, states = run_dag("loyalty_p2_checks", T)
+    [digest] = [r["body"] for r in sink.take("/slack/reports")]
+    section = next(b["text"]["text"] for b in digest["blocks"] if "Alert quality, last 7 days" in str(b))
+    assert "`rate_limit_spikes`: 0 pages, 3 flaps, 9 notifications, 4 episodes" in section
+    assert "🔕 `email_failure_rate` silence ends 2026-11-25 08:00 UTC" in section
 
 
 def test_set_changes_the_prediction_as_the_lifecycle_says_beside_the_current_catalog(db):

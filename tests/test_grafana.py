@@ -409,6 +409,9 @@ EXPECTED_COLUMNS = {
         "time", "check", "event", "channel", "attempts", "last_error", "run_id"],
     ("loyalty-checks", "Notifications sent"): ["time", "metric", "notifications"],
     ("loyalty-checks", "Evaluation errors"): ["time", "check", "dag", "run_id", "error"],
+    ("loyalty-checks", "Alert quality over the range"): [
+        "check", "severity", "notifications", "pages", "episodes", "flaps", "firing_share", "median_resolve",
+        "longest_resolve", "errors", "evaluations"],
     ("loyalty-platform", "annotation: Loyalty alerts"): ["time", "text", "tags"],
     ("loyalty-platform", "Transactions per hour by store (top 10)"): ["time", "metric", "transactions"],
     ("loyalty-platform", "Stamps and points per hour"): [

@@ -32,7 +32,7 @@ def digest_checks(cat: Catalog) -> tuple:
 
 def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
                    metrics: dict[str, Any] | None, open_alerts: list[tuple[str, Any]],
-                   silences: list[tuple] = ()) -> dict[str, Any]:
+                   silences: list[tuple] = (), quality: str | None = None) -> dict[str, Any]:
     """The Slack body of the digest (pure: built from stored evaluations and metric rows)."""
     lines = []
     firing = 0
@@ -59,7 +59,10 @@ def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate("*P2 checks*\n" + "\n".join(lines), SECTION_MAX)}},
     ]
     alerts = "\n".join(f"🔴 `{cid}` firing since {format_time(since)}" for cid, since in open_alerts) or "none"
-    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Open P0/P1 alerts*\n{alerts}"}})
+    alerts_text = f"*Open P0/P1 alerts*\n{alerts}"
+    if quality:  # loyalty_checks.quality.digest_section: what paged or flapped most, silences ending
+        alerts_text += f"\n\n*Alert quality, last 7 days*\n{quality}"
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(alerts_text, SECTION_MAX)}})
     if silences:
         quiet = "\n".join(
             f"🔕 `{cid}`{' ' + slack_escape(entity) if entity else ''} until {format_time(ends)}"
@@ -103,12 +106,23 @@ def post(cat: Catalog, metrics: dict[str, Any] | None, context) -> bool:
         silences = conn.execute(
             "SELECT check_id, entity_id, ends_at, author, reason FROM loyalty_monitoring.silences"
             " WHERE starts_at <= %(t)s AND ends_at > %(t)s ORDER BY check_id, id", {"t": ref.t}).fetchall()
-        body = digest_message(cat, ref.t, evaluations, metrics, open_alerts, silences)
+        body = digest_message(cat, ref.t, evaluations, metrics, open_alerts, silences, _quality(conn, ref.t, cat))
         key = NotificationKey(DIGEST_ID, ref.t, "digest", "slack")
         sent = once(conn, key, ref.run_id, lambda: deliver.send_slack(deliver.SLACK_REPORTS, body))
     if not sent:
         log.info("The digest for %s was already sent", ref.t.isoformat())
     return sent
+
+
+def _quality(conn, t, cat: Catalog) -> str | None:
+    """The "alert quality, last 7 days" lines; the digest goes out without them on a failure."""
+    from loyalty_checks.quality import digest_section
+
+    try:
+        return digest_section(conn, t, cat)
+    except Exception:  # noqa: BLE001 - a report section must not stop the digest
+        log.exception("Alert quality for the digest could not be computed")
+        return None
 
 
 def add_digest(groups: list, cat: Catalog) -> None:
