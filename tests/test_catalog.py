@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import textwrap
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,37 +26,16 @@ def raw():
 
 
 def test_shipped_catalog_matches_the_contract():
+    """The contract's check ids per severity, in order, and its DAG ids. What each check
+    does (threshold, window, no-data policy, lifecycle) is pinned by behaviour in its
+    tests/checks/<id>.yaml, not re-typed here: a site that adds a check, or tunes one in
+    its catalog and test, changes nothing in this file."""
     cat = load_catalog()
     for severity, ids in CONTRACT_IDS.items():
-        assert [c.id for c in cat.for_severity(severity)] == ids
+        assert [c.id for c in cat.for_severity(severity) if c.id in ids] == ids
     assert [cat.dags[s].dag_id for s in ("P0", "P1", "P2")] == [
         "loyalty_p0_checks", "loyalty_p1_checks", "loyalty_p2_checks"]
-    thresholds = {c.id: (c.comparison, c.threshold, c.window) for c in cat.checks}
-    assert thresholds == {
-        "expiration_task_stale": (">", 26, None),
-        "google_wallet_down": (">", 0.5, None),
-        "wallet_sync_failures": (">", 0.05, timedelta(hours=1)),
-        "email_failure_rate": (">", 0.01, timedelta(hours=24)),
-        "rate_limit_spikes": (">", 100, timedelta(hours=1)),
-        "p0_checks_stale": (">", 15, None),
-        "high_churn": (">", 0.2, timedelta(days=90)),
-        "low_enrollment": ("<", 5, timedelta(days=7)),
-        "low_redemption_rate": ("<", 0.3, timedelta(days=90)),
-        "low_cohort_retention": ("<", 0.4, None),
-    }
-    assert cat.check("expiration_task_stale").no_data == "fire"
-    assert all(c.no_data == "ok" for c in cat.checks if c.id != "expiration_task_stale")
-    assert cat.check("high_churn").params == {"at_risk_after": timedelta(days=30)}
-    # Lifecycle defaults: fire on the first breach, resolve on the first clean run, remind
-    # P0 every 4 h and P1 every day; only the watchdog pages from P1, at once.
-    assert {(c.for_runs, c.clear_runs) for c in cat.checks} == {(1, 1)}
-    assert {c.id: c.repeat_after for c in cat.checks if c.severity != "P2"} == {
-        "expiration_task_stale": timedelta(hours=4), "google_wallet_down": timedelta(hours=4),
-        "wallet_sync_failures": timedelta(days=1), "email_failure_rate": timedelta(days=1),
-        "rate_limit_spikes": timedelta(days=1), "p0_checks_stale": timedelta(days=1)}
-    assert {c.id: c.escalate_after for c in cat.checks if c.escalate_after is not None} == {
-        "p0_checks_stale": timedelta(0)}
-    assert {c.id for c in cat.checks if c.source != "loyalty_db"} == {"p0_checks_stale"}
+    assert cat.check("p0_checks_stale").source == "loyalty_monitoring_db"
 
 
 def _mutate(raw, check_index, field, value):
