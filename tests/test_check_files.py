@@ -225,7 +225,7 @@ def test_a_malformed_file_is_reported_by_file_step_and_field(check_file, tmp_pat
     assert len(result.lines) == 1
     assert result.lines[0].startswith(f"{tmp_path / 'case.yaml'}: "), result.lines[0]
     assert message in result.lines[0]
-    if "catalog" in message:
+    if message == "field 'catalog'":
         assert re.search(r"'for_runs?'", result.lines[0]), result.lines[0]
 
 
