@@ -128,7 +128,7 @@ def _convert(value: Any, data_type: str, t: dt.datetime) -> Any:
     if data_type == "date":
         return parse_time(value, t).astimezone(UTC).date()
     if data_type == "ARRAY":
-        if not isinstance(value, list):
+        if not isinstance(value, (list, str)):  # a YAML list, or PostgreSQL's '{1,2}'
             raise ValueError(f"expected a list for an array column, got {value!r}")
         return value
     if data_type in ("json", "jsonb"):
