@@ -136,3 +136,35 @@ def test_bad_catalog_is_an_airflow_import_error(raw, tmp_path):
     assert "CatalogError" in error
     assert "check 'google_wallet_down', field 'threshold': expected an integer or a number, got str 'high'" in error
     assert bag.dags == {}
+
+
+# ---------------------------------------------------------------- the published JSON Schema
+
+def test_the_published_json_schema_is_generated_from_the_models():
+    """include/checks.schema.json is what the models declare (regenerate it with
+    `python -m loyalty_checks.catalog --schema > include/checks.schema.json`)."""
+    import json
+
+    from loyalty_checks.catalog import SCHEMA_FILE, json_schema
+
+    assert json.loads(SCHEMA_FILE.read_text()) == json.loads(json.dumps(json_schema()))
+
+
+def test_the_json_schema_accepts_the_catalog_and_rejects_what_the_loader_rejects(raw):
+    """An editor validating with the schema agrees with the loader on the shipped catalog and on
+    the mistakes a schema can see."""
+    import json
+
+    import jsonschema
+
+    from loyalty_checks.catalog import SCHEMA_FILE
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    assert list(validator.iter_errors(raw)) == []
+    for index, field, value, _ in BAD_CHECKS:
+        if field in ("sql", "recovery_threshold", "escalate_after") or (field, value) == ("no_data", "fire"):
+            continue  # need the file system or several fields: the loader's job
+        bad = _mutate(raw, index, field, value)
+        assert list(validator.iter_errors(bad)), f"the schema accepts {field}={value!r}"
+        with pytest.raises(CatalogError):
+            parse_catalog(bad, Path("c.yaml"))

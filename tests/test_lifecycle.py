@@ -5,7 +5,6 @@ notifications expected after each step. Pure: no database, no Airflow.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -22,8 +21,8 @@ def check(check_id: str, **overrides):
     for key in ("repeat_after", "escalate_after"):
         if isinstance(overrides.get(key), str):
             overrides[key] = parse_duration(overrides[key], key)
-    base = dataclasses.replace(catalog().check(check_id), repeat_after=None)
-    return dataclasses.replace(base, **overrides)
+    base = catalog().check(check_id).model_copy(update={"repeat_after": None})
+    return base.model_copy(update=overrides)
 
 
 def measured(c, values):
@@ -234,12 +233,12 @@ def test_state_survives_a_json_round_trip():
 
 def test_routes_decide_the_channels():
     slack_only = check("rate_limit_spikes")
-    paging = dataclasses.replace(slack_only, routes=("pagerduty", "slack"))
+    paging = slack_only.model_copy(update={"routes": ("pagerduty", "slack")})
     steps = [(0, {"10": 150}), (60, {"10": 150}), (120, {})]
     assert [n for _, n in play(slack_only, steps)][0] == [("trigger", ["slack"], ["10"], [])]
     assert [n for _, n in play(paging, steps)] == [
         [("trigger", ["pagerduty", "slack"], ["10"], [])], [], [("resolve", ["pagerduty", "slack"], [], ["10"])]]
-    digest_only = dataclasses.replace(slack_only, routes=("digest",))
+    digest_only = slack_only.model_copy(update={"routes": ("digest",)})
     assert [s for s, _ in play(digest_only, steps)] == ["firing", "firing", "ok"]
     assert events(play(digest_only, steps)) == [[], [], []]  # reported in the weekly digest instead
 

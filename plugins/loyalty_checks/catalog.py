@@ -1,27 +1,34 @@
-"""Load and validate the check catalog (include/checks.yaml).
+"""The check catalog (include/checks.yaml): its schema, declared once, and its loading.
 
-The catalog is read when a DAG file is parsed, so this module only reads one small
-YAML file and checks it: no database, network, connection or Variable access. Every
-mistake raises CatalogError naming the file, the check and the field, which Airflow
-shows as the DAG file's import error.
+The pydantic models below are the schema: they validate the file, they are the `Check`
+and `DagSpec` the code uses, and they generate the JSON Schema published beside the
+catalog (`include/checks.schema.json`, `python -m loyalty_checks.catalog --schema`) so
+editors validate it too. The catalog is read when a DAG file is parsed, so this module
+only reads one small YAML file: no database, network, connection or Variable access.
+Every mistake raises CatalogError naming the file, the check and the field, which
+Airflow shows as the DAG file's import error.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 INCLUDE_DIR = PACKAGE_ROOT / "include"
 SQL_DIR = INCLUDE_DIR / "sql"
 DEFAULT_CATALOG = INCLUDE_DIR / "checks.yaml"
+SCHEMA_FILE = INCLUDE_DIR / "checks.schema.json"
 
 SEVERITIES = ("P0", "P1", "P2")
 COMPARISONS = (">", ">=", "<", "<=")
@@ -39,50 +46,218 @@ class CatalogError(ValueError):
     """The catalog is invalid; the message names file, check and field."""
 
 
-@dataclass(frozen=True)
-class DagSpec:
-    severity: str
-    dag_id: str
-    schedule: str
-    run_timeout: timedelta
-    retries: int
-    retry_delay: timedelta
-    statement_timeout: timedelta
-    owner: str
-    routes: tuple[str, ...]
-    defaults: dict[str, Any] = field(default_factory=dict)  # lifecycle defaults of its checks
+def parse_duration(text: Any, where: str) -> timedelta:
+    """'5m' -> timedelta(minutes=5); anything else raises CatalogError naming `where`."""
+    m = DURATION.match(text) if isinstance(text, str) else None
+    if not m:
+        raise CatalogError(f"{where}: expected a duration like 30s, 5m, 1h, 7d, got {text!r}")
+    return timedelta(**{DURATION_UNITS[m.group(2)]: int(m.group(1))})
+
+
+# ---------------------------------------------------------------- field types
+# Each type checks strictly (a threshold of "0.5" or `true` is a mistake, not a value)
+# and says what it expected in the words the error messages use.
+
+def _got(value: Any) -> str:
+    return "a boolean" if isinstance(value, bool) else f"{type(value).__name__} {value!r}"
+
+
+def _required(value: Any) -> Any:
+    if value is None:
+        raise ValueError("is required")
+    return value
+
+
+def _integer(minimum: int):
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(_required(value), int):
+            raise ValueError(f"expected an integer, got {_got(value)}")
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}")
+        return value
+    return check
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(_required(value), (int, float)):
+        raise ValueError(f"expected an integer or a number, got {_got(value)}")
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(_required(value), str):
+        raise ValueError(f"expected text, got {_got(value)}")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+def _optional_text(value: Any) -> str:
+    return "" if value is None else _text(value) if str(value).strip() else ""
+
+
+def _one_of(choices: tuple):
+    def check(value: Any) -> Any:
+        if value not in choices or isinstance(value, bool):
+            shown = ", ".join("null" if c is None else str(c) for c in choices)
+            raise ValueError(f"must be one of {shown}, got {value!r}")
+        return value
+    return check
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    m = DURATION.match(value) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f"expected a duration like 30s, 5m, 1h, 7d, got {value!r}")
+    return timedelta(**{DURATION_UNITS[m.group(2)]: int(m.group(1))})
+
+
+def _sql_file(value: Any) -> str:
+    rel = _text(value)
+    path = (SQL_DIR / rel).resolve()
+    if SQL_DIR.resolve() not in path.parents or path.suffix != ".sql":
+        raise ValueError(f"must be a .sql file under {SQL_DIR}, got {rel!r}")
+    if not path.is_file():
+        raise ValueError(f"SQL file not found: {path}")
+    return rel
+
+
+def _routes(value: Any) -> tuple[str, ...]:
+    if not isinstance(_required(value), (list, tuple)):
+        raise ValueError(f"expected a list, got {_got(value)}")
+    for route in value:
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r} (allowed: {', '.join(ROUTES)})")
+    if "digest" in value and len(value) > 1:
+        raise ValueError("'digest' reports weekly and cannot be combined with pagerduty or slack")
+    return tuple(value)
+
+
+def _params(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping, got {_got(value)}")
+    params = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not CHECK_ID.match(key) or key in ("t", "window"):
+            raise ValueError(f"parameter name {key!r} must be lower_snake_case and not 't' or 'window'")
+        if isinstance(item, str) and DURATION.match(item):
+            item = _duration(item)
+        elif not isinstance(item, (str, int, float, timedelta)) or isinstance(item, bool):
+            raise ValueError(f"parameter {key!r} must be text, a number or a duration, got {item!r}")
+        params[key] = item
+    return params
+
+
+def _schema(**schema: Any) -> WithJsonSchema:
+    return WithJsonSchema(schema)
+
+
+def _enum(choices: tuple) -> WithJsonSchema:
+    return _schema(enum=list(choices))
+
+
+_DURATION_SCHEMA = {"type": "string", "pattern": DURATION.pattern, "description": "30s, 5m, 1h, 7d, 2w"}
+Duration = Annotated[timedelta, BeforeValidator(_duration), WithJsonSchema(_DURATION_SCHEMA)]
+OptionalDuration = Annotated[timedelta | None, BeforeValidator(lambda v: None if v is None else _duration(v)),
+                             WithJsonSchema({"anyOf": [_DURATION_SCHEMA, {"type": "null"}]})]
+Text = Annotated[str, BeforeValidator(_text), _schema(type="string", pattern=r"\S")]
+Runs = Annotated[int, BeforeValidator(_integer(1)), _schema(type="integer", minimum=1)]
+Number = Annotated[float, BeforeValidator(_number), _schema(type="number")]
+Routes = Annotated[tuple[str, ...], BeforeValidator(_routes),
+                   _schema(type="array", items={"enum": list(ROUTES)}, minItems=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
+
+
+# ---------------------------------------------------------------- the schema
+
+class Lifecycle(_Model):
+    """Lifecycle fields (docs/lifecycle.md): per DAG under `defaults`, overridable per check."""
+    for_runs: Runs | None = Field(None, description="breaching evaluations in a row before an alert fires")
+    clear_runs: Runs | None = Field(None, description="clean evaluations in a row before a firing alert resolves")
+    repeat_after: OptionalDuration = Field(None, description="remind of a still-firing check after this long")
+    escalate_after: OptionalDuration = Field(None, description="page through PagerDuty once it fired this long")
+
+
+class DagSpec(_Model):
+    """One of the three check DAGs (`dags.P0`, `dags.P1`, `dags.P2`)."""
+    severity: SkipJsonSchema[str] = Field("", exclude=True)
+    dag_id: Text
+    schedule: Text = Field(description="cron expression, UTC")
+    run_timeout: Duration
+    retries: Annotated[int, BeforeValidator(_integer(0)), _schema(type="integer", minimum=0)]
+    retry_delay: Duration
+    statement_timeout: Duration
+    owner: Text
+    routes: Routes = Field(description="where its checks' notifications go: pagerduty, slack, or digest")
     # Time budget (budget.py): database connect timeout, slack after a statement timeout, HTTP timeout.
-    connect_timeout: timedelta = timedelta(seconds=10)
-    grace: timedelta = timedelta(seconds=5)
-    http_timeout: timedelta = timedelta(seconds=10)
+    connect_timeout: Duration = Field(timedelta(seconds=10), description="database connect timeout")
+    grace: Duration = Field(timedelta(seconds=5), description="after a statement timeout, until a silent "
+                                                              "connection is given up")
+    http_timeout: Duration = Field(timedelta(seconds=10), description="per Slack / PagerDuty request")
+    defaults: Lifecycle = Field(default_factory=Lifecycle, description="lifecycle defaults of its checks")
+    # Time budget (budget.py): database connect timeout, slack after a statement timeout, HTTP timeout.
+    connect_timeout: Duration = Field(timedelta(seconds=10), json_schema_extra={"default": "10s"},
+                                      description="database connect timeout (per address)")
+    grace: Duration = Field(timedelta(seconds=5), json_schema_extra={"default": "5s"},
+                            description="after statement_timeout, how long the client still waits")
+    http_timeout: Duration = Field(timedelta(seconds=10), json_schema_extra={"default": "10s"},
+                                   description="Slack, PagerDuty, heartbeat: per request")
 
 
-@dataclass(frozen=True)
-class Check:
-    id: str
-    severity: str
-    title: str
-    description: str
-    sql: str
-    metric: str
-    unit: str
-    comparison: str
-    threshold: float
-    window: timedelta | None
-    window_text: str | None
-    params: dict[str, Any]
-    no_data: str
-    entity: str | None
-    action: str
-    statement_timeout: timedelta
-    source: str = "loyalty_db"                  # the connection the SQL runs on
-    for_runs: int = 1                           # breaching evaluations in a row before firing
-    clear_runs: int = 1                         # clean evaluations in a row before resolving
-    recovery_threshold: float | None = None     # while firing, clean only beyond this (hysteresis)
-    repeat_after: timedelta | None = None       # remind of a still-firing alert after this long
-    escalate_after: timedelta | None = None     # page through PagerDuty after firing this long
-    routes: tuple[str, ...] = ()                # where notifications go: the DAG's routes, or the check's own
-    connect_timeout: timedelta | None = None    # overrides the DAG's database connect timeout
+class Check(_Model):
+    """One check: its SQL, threshold, lifecycle and routes (defaults filled from its DAG)."""
+    id: Annotated[str, BeforeValidator(_text), _schema(type="string", pattern=CHECK_ID.pattern)]
+    severity: Annotated[str, BeforeValidator(_one_of(SEVERITIES)), _enum(SEVERITIES)]
+    title: Text
+    description: Text
+    sql: Annotated[str, BeforeValidator(_sql_file), _schema(type="string", pattern=r"\.sql$")] = Field(
+        description="file under include/sql/, evaluated as of the run's logical time T")
+    metric: Text
+    unit: Annotated[str, BeforeValidator(_optional_text), _schema(type="string")] = ""
+    comparison: Annotated[str, BeforeValidator(_one_of(COMPARISONS)), _enum(COMPARISONS)] = Field(
+        description="fires when `value <comparison> threshold`")
+    threshold: Number
+    window: OptionalDuration = Field(None, description="bound as %(window)s; windows are (T - window, T]")
+    params: Annotated[dict[str, Any], BeforeValidator(_params),
+                      _schema(type="object", propertyNames={"pattern": CHECK_ID.pattern, "not": {"enum": ["t", "window"]}},
+                              additionalProperties={"type": ["string", "number"]})] = Field(
+        default_factory=dict, description="extra bound parameters; duration strings become intervals")
+    no_data: Annotated[str, BeforeValidator(_one_of(NO_DATA_POLICIES)), _enum(NO_DATA_POLICIES)]
+    entity: Annotated[str | None, BeforeValidator(_one_of(ENTITY_KINDS)), _enum(ENTITY_KINDS)] = Field(
+        None, description="null: one value per check; else what one row is (each entity is an alert of its own)")
+    action: Text
+    statement_timeout: OptionalDuration = Field(None, description="overrides the DAG's")
+    source: Annotated[str, BeforeValidator(_one_of(SOURCES)), _enum(SOURCES)] = Field(
+        "loyalty_db", description="the connection the SQL runs on")
+    recovery_threshold: Annotated[float | None, BeforeValidator(lambda v: None if v is None else _number(v)),
+                                  _schema(type=["number", "null"])] = Field(
+        None, description="while firing, an evaluation is clean only on the ok side of this (hysteresis)")
+    for_runs: Runs = 1
+    clear_runs: Runs = 1
+    repeat_after: OptionalDuration = None
+    escalate_after: OptionalDuration = None
+    routes: Annotated[tuple[str, ...] | None, BeforeValidator(lambda v: None if v is None else _routes(v)),
+                      _schema(type="array", items={"enum": list(ROUTES)})] = Field(
+        None, description="where notifications go; default: the DAG's routes")
+    connect_timeout: OptionalDuration = Field(None, description="overrides the DAG's database connect timeout")
+    connect_timeout: OptionalDuration = Field(None, description="overrides the DAG's database connect timeout")
+    window_text: SkipJsonSchema[str | None] = Field(None, exclude=True)  # the window as written
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_window_text(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "window_text" in data:
+                raise ValueError("unknown field 'window_text'")
+            data = {**data, "window_text": data.get("window") if isinstance(data.get("window"), str) else None}
+        return data
 
     @property
     def sql_path(self) -> Path:
@@ -97,18 +272,46 @@ class Check:
         return -value if self.comparison in (">", ">=") else value
 
 
-@dataclass(frozen=True)
-class DigestMetric:
-    id: str
-    title: str
-    sql: str
-    window: timedelta | None
-    unit: str = ""
+class DigestMetric(_Model):
+    """An informational metric of the weekly digest: rows of (label, value), no threshold."""
+    id: Text
+    title: Text
+    sql: Annotated[str, BeforeValidator(_sql_file), _schema(type="string", pattern=r"\.sql$")]
+    window: OptionalDuration = None
+    unit: Annotated[str, BeforeValidator(_optional_text), _schema(type="string")] = ""
 
     @property
     def sql_path(self) -> Path:
         return SQL_DIR / self.sql
 
+
+class CatalogFile(_Model):
+    """include/checks.yaml."""
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Loyalty check catalog")
+    version: Annotated[int, BeforeValidator(_integer(1)), _schema(const=1)]
+    runbook_url: Annotated[str, BeforeValidator(_text), _schema(type="string", pattern="^https?://")]
+    entity_cap: Annotated[int, BeforeValidator(_integer(1)), _schema(type="integer", minimum=1)] = Field(
+        10, description="entities listed in a notification before '+N more'")
+    dags: dict[Annotated[str, BeforeValidator(_one_of(SEVERITIES)), _enum(SEVERITIES)], DagSpec]
+    checks: list[Check]
+    digest_metrics: list[DigestMetric] = Field(default_factory=list)
+
+
+_COMPARE = {
+    ">": lambda v, t: v > t,
+    ">=": lambda v, t: v >= t,
+    "<": lambda v, t: v < t,
+    "<=": lambda v, t: v <= t,
+}
+CHECK_FIELDS = frozenset(Check.model_fields) - {"window_text"}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of include/checks.yaml, from the models above."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **CatalogFile.model_json_schema()}
+
+
+# ---------------------------------------------------------------- the loaded catalog
 
 @dataclass(frozen=True)
 class Catalog:
@@ -134,276 +337,110 @@ class Catalog:
         return f"{self.runbook_url}#{check_id}"
 
 
-_COMPARE = {
-    ">": lambda v, t: v > t,
-    ">=": lambda v, t: v >= t,
-    "<": lambda v, t: v < t,
-    "<=": lambda v, t: v <= t,
-}
-
-_CHECK_FIELDS = {
-    "id", "severity", "title", "description", "sql", "metric", "unit", "comparison",
-    "threshold", "window", "params", "no_data", "entity", "action", "statement_timeout",
-    "source", "recovery_threshold", "routes", "connect_timeout", *LIFECYCLE_FIELDS,
-}
-_CHECK_REQUIRED = _CHECK_FIELDS - {"params", "statement_timeout", "window", "entity", "unit", "source",
-                                   "recovery_threshold", "routes", "connect_timeout",
-                                   *LIFECYCLE_FIELDS}
-_DAG_FIELDS = {
-    "dag_id", "schedule", "run_timeout", "retries", "retry_delay", "statement_timeout",
-    "owner", "routes", "defaults", "connect_timeout", "grace", "http_timeout",
-}
-_TOP_FIELDS = {"version", "runbook_url", "entity_cap", "dags", "checks", "digest_metrics"}
-_METRIC_FIELDS = {"id", "title", "sql", "window", "unit"}
-
-
-def parse_duration(text: Any, where: str) -> timedelta:
-    """'5m' -> timedelta(minutes=5); anything else raises CatalogError naming `where`."""
-    m = DURATION.match(text) if isinstance(text, str) else None
-    if not m:
-        raise CatalogError(f"{where}: expected a duration like 30s, 5m, 1h, 7d, got {text!r}")
-    return timedelta(**{DURATION_UNITS[m.group(2)]: int(m.group(1))})
+def _where(data: Any, loc: tuple, where: str) -> tuple[str, str | None]:
+    """The place a pydantic error location points at, in the catalog's words, and the field."""
+    if not loc:
+        return where, None
+    head, rest = loc[0], loc[1:]
+    if head == "dags" and rest:
+        if len(rest) == 1:
+            return where, "dags"
+        sev = rest[0]
+        if len(rest) >= 3 and rest[1] == "defaults":
+            return f"{where}: dags.{sev}.defaults", str(rest[2])
+        return f"{where}: dags.{sev}", str(rest[1])
+    if head in ("checks", "digest_metrics") and rest and isinstance(rest[0], int):
+        items = data.get(head) if isinstance(data, dict) else None
+        item = items[rest[0]] if isinstance(items, list) and rest[0] < len(items) else None
+        ident = item.get("id") if isinstance(item, dict) else None
+        kind = "check" if head == "checks" else "digest metric"
+        label = f"{kind} {ident!r}" if isinstance(ident, str) and ident else f"{head}[{rest[0]}]"
+        return f"{where}: {label}", str(rest[1]) if len(rest) > 1 else None
+    return where, str(head)
 
 
-class _Reader:
-    """Field access on one YAML mapping that reports errors with their location."""
-
-    def __init__(self, data: Any, where: str, allowed: set[str]):
-        if not isinstance(data, dict):
-            raise CatalogError(f"{where}: expected a mapping, got {type(data).__name__}")
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise CatalogError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
-        self.data, self.where = data, where
-
-    def fail(self, name: str, msg: str):
-        raise CatalogError(f"{self.where}, field {name!r}: {msg}")
-
-    def get(self, name: str, types: type | tuple, required: bool = True, default: Any = None) -> Any:
-        if name not in self.data or self.data[name] is None:
-            if required:
-                self.fail(name, "is required")
-            return default
-        value = self.data[name]
-        # bool is an int in Python; a threshold or a retry count of `true` is a mistake.
-        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            self.fail(name, f"expected {_type_names(types)}, got a boolean")
-        if not isinstance(value, types):
-            self.fail(name, f"expected {_type_names(types)}, got {type(value).__name__} {value!r}")
-        return value
-
-    def text(self, name: str, required: bool = True) -> str:
-        value = self.get(name, str, required, default="")
-        if required and not value.strip():
-            self.fail(name, "must not be empty")
-        return value.strip()
-
-    def choice(self, name: str, choices: tuple) -> Any:
-        value = self.data.get(name)
-        if value not in choices:
-            shown = ", ".join("null" if c is None else str(c) for c in choices)
-            self.fail(name, f"must be one of {shown}, got {value!r}")
-        return value
-
-    def duration(self, name: str, required: bool = True) -> timedelta | None:
-        value = self.data.get(name)
-        if value is None:
-            if required:
-                self.fail(name, "is required")
-            return None
-        return parse_duration(value, f"{self.where}, field {name!r}")
+def _error(exc: ValidationError, data: Any, where: str) -> CatalogError:
+    """The first error of a validation, naming the file, the check and the field."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        place, _ = _where(data, loc[:-1], where)
+        return CatalogError(f"{place}: unknown field {loc[-1]!r}")
+    place, name = _where(data, loc, where)
+    message = str(err.get("ctx", {}).get("error") or err["msg"]) if err["type"] == "value_error" else err["msg"]
+    if err["type"] == "missing":
+        message = "is required"
+    elif err["type"] in ("dict_type", "model_type", "list_type", "model_attributes_type"):
+        message = f"expected {'a list' if err['type'] == 'list_type' else 'a mapping'}, got {_got(err['input'])}"
+    if message.startswith("unknown field"):
+        return CatalogError(f"{place}: {message}")
+    return CatalogError(f"{place}, field {name!r}: {message}" if name else f"{place}: {message}")
 
 
-def _type_names(types) -> str:
-    types = types if isinstance(types, tuple) else (types,)
-    return " or ".join({"str": "text", "int": "an integer", "float": "a number", "dict": "a mapping",
-                        "list": "a list"}.get(t.__name__, t.__name__) for t in types)
+def _resolve(check: Check, dag: DagSpec, where: str) -> Check:
+    """Fill the DAG's defaults into a check and check what spans several fields."""
+    def fail(name: str, msg: str):
+        raise CatalogError(f"{where}: check {check.id!r}, field {name!r}: {msg}")
 
-
-def _sql_file(r: _Reader, name: str) -> str:
-    rel = r.text(name)
-    path = (SQL_DIR / rel).resolve()
-    if SQL_DIR.resolve() not in path.parents or path.suffix != ".sql":
-        r.fail(name, f"must be a .sql file under {SQL_DIR}, got {rel!r}")
-    if not path.is_file():
-        r.fail(name, f"SQL file not found: {path}")
-    return rel
-
-
-def _dag_spec(severity: str, data: Any, where: str) -> DagSpec:
-    r = _Reader(data, f"{where}: dags.{severity}", _DAG_FIELDS)
-    routes = _routes(r)
-    retries = r.get("retries", int)
-    if retries < 0:
-        r.fail("retries", "must be >= 0")
-    defaults = _lifecycle(_Reader(r.get("defaults", dict, required=False, default={}),
-                                  f"{where}: dags.{severity}.defaults", set(LIFECYCLE_FIELDS)), {})
-    spec = DagSpec(
-        severity=severity,
-        defaults=defaults,
-        dag_id=r.text("dag_id"),
-        schedule=r.text("schedule"),
-        run_timeout=r.duration("run_timeout"),
-        retries=retries,
-        retry_delay=r.duration("retry_delay"),
-        statement_timeout=r.duration("statement_timeout"),
-        owner=r.text("owner"),
-        routes=tuple(routes),
-        **{name: r.duration(name) for name in ("connect_timeout", "grace", "http_timeout") if name in r.data},
-    )
-    return spec
-
-
-def _routes(r: _Reader, required: bool = True) -> tuple[str, ...] | None:
-    routes = r.get("routes", list, required=required)
-    if routes is None:
-        return None
-    for route in routes:
-        if route not in ROUTES:
-            r.fail("routes", f"unknown route {route!r} (allowed: {', '.join(ROUTES)})")
-    if "digest" in routes and len(routes) > 1:
-        r.fail("routes", "'digest' reports weekly and cannot be combined with pagerduty or slack")
-    return tuple(routes)
-
-
-def _lifecycle(r: _Reader, defaults: dict[str, Any]) -> dict[str, Any]:
-    """for_runs, clear_runs (>= 1), repeat_after, escalate_after (durations or null)."""
-    out = dict(defaults)
-    for name in ("for_runs", "clear_runs"):
-        if name in r.data:
-            value = r.get(name, int)
-            if value < 1:
-                r.fail(name, "must be >= 1")
-            out[name] = value
-    for name in ("repeat_after", "escalate_after"):
-        if name in r.data:
-            out[name] = r.duration(name, required=False)
-    return out
-
-
-def _params(r: _Reader) -> dict[str, Any]:
-    raw = r.get("params", dict, required=False, default={})
-    params = {}
-    for key, value in raw.items():
-        if not isinstance(key, str) or not CHECK_ID.match(key) or key in ("t", "window"):
-            r.fail("params", f"parameter name {key!r} must be lower_snake_case and not 't' or 'window'")
-        if isinstance(value, str) and DURATION.match(value):
-            value = parse_duration(value, f"{r.where}, field 'params.{key}'")
-        elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            r.fail("params", f"parameter {key!r} must be text, a number or a duration, got {value!r}")
-        params[key] = value
-    return params
-
-
-def _check(data: Any, index: int, where: str, dags: dict[str, DagSpec]) -> Check:
-    cid = data.get("id") if isinstance(data, dict) else None
-    label = f"check {cid!r}" if isinstance(cid, str) else f"checks[{index}]"
-    r = _Reader(data, f"{where}: {label}", _CHECK_FIELDS)
-    missing = sorted(_CHECK_REQUIRED - set(r.data))
-    if missing:
-        r.fail(missing[0], "is required")
-    cid = r.text("id")
-    if not CHECK_ID.match(cid):
-        r.fail("id", f"must be lower_snake_case (a-z, 0-9, _), got {cid!r}")
-    severity = r.choice("severity", SEVERITIES)
-    threshold = r.get("threshold", (int, float))
-    window = r.duration("window", required=False)
-    dag = dags[severity]
-    recovery = r.get("recovery_threshold", (int, float), required=False)
-    comparison = r.choice("comparison", COMPARISONS)
-    if recovery is not None and _COMPARE[comparison](recovery, threshold) and recovery != threshold:
-        r.fail("recovery_threshold", f"must be on the ok side of the threshold ({comparison} {threshold}),"
-                                     f" got {recovery}")
-    lifecycle = _lifecycle(r, dag.defaults)
-    routes = _routes(r, required=False) or dag.routes
+    set_fields = check.model_fields_set
+    lifecycle = {n: getattr(dag.defaults, n) for n in LIFECYCLE_FIELDS
+                 if n not in set_fields and n in dag.defaults.model_fields_set}
+    routes = check.routes or dag.routes
     if routes != dag.routes and "digest" in (*routes, *dag.routes):
-        r.fail("routes", f"the {severity} DAG routes to {list(dag.routes)}; a check of it cannot route to {list(routes)}")
-    if lifecycle.get("escalate_after") is not None and ("pagerduty" in routes or "slack" not in routes):
-        r.fail("escalate_after", f"only checks that warn on slack without paging escalate (routes: {list(routes)})")
-    entity, no_data = r.choice("entity", ENTITY_KINDS), r.choice("no_data", NO_DATA_POLICIES)
-    if no_data == "fire" and entity is not None:
-        r.fail("no_data", "'fire' needs a check without entities (with no rows there is no entity to fire for)")
-    source = r.data.get("source", "loyalty_db")
-    if source not in SOURCES:
-        r.fail("source", f"must be one of {', '.join(SOURCES)}, got {source!r}")
-    return Check(
-        id=cid,
-        severity=severity,
-        title=r.text("title"),
-        description=r.text("description"),
-        sql=_sql_file(r, "sql"),
-        metric=r.text("metric"),
-        unit=r.text("unit", required=False),
-        comparison=comparison,
-        threshold=float(threshold),
-        window=window,
-        window_text=r.data.get("window"),
-        params=_params(r),
-        no_data=no_data,
-        entity=entity,
-        action=r.text("action"),
-        statement_timeout=r.duration("statement_timeout", required=False) or dag.statement_timeout,
-        source=source,
-        recovery_threshold=float(recovery) if recovery is not None else None,
-        routes=routes,
-        connect_timeout=r.duration("connect_timeout", required=False),
-        **lifecycle,
-    )
-
-
-def _digest_metric(data: Any, index: int, where: str) -> DigestMetric:
-    mid = data.get("id") if isinstance(data, dict) else None
-    r = _Reader(data, f"{where}: digest metric {mid!r}" if mid else f"{where}: digest_metrics[{index}]", _METRIC_FIELDS)
-    return DigestMetric(id=r.text("id"), title=r.text("title"), sql=_sql_file(r, "sql"),
-                        window=r.duration("window", required=False), unit=r.text("unit", required=False))
+        fail("routes", f"the {check.severity} DAG routes to {list(dag.routes)}; a check of it cannot route to {list(routes)}")
+    escalate = lifecycle.get("escalate_after", check.escalate_after)
+    if escalate is not None and ("pagerduty" in routes or "slack" not in routes):
+        fail("escalate_after", f"only checks that warn on slack without paging escalate (routes: {list(routes)})")
+    recovery = check.recovery_threshold
+    if recovery is not None and check.breaches(recovery) and recovery != check.threshold:
+        fail("recovery_threshold", f"must be on the ok side of the threshold ({check.comparison} {check.threshold:g}),"
+                                   f" got {recovery:g}")
+    if check.no_data == "fire" and check.entity is not None:
+        fail("no_data", "'fire' needs a check without entities (with no rows there is no entity to fire for)")
+    if not CHECK_ID.match(check.id):
+        fail("id", f"must be lower_snake_case (a-z, 0-9, _), got {check.id!r}")
+    return check.model_copy(update={**lifecycle, "routes": routes,
+                                    "statement_timeout": check.statement_timeout or dag.statement_timeout})
 
 
 def parse_catalog(data: Any, path: Path) -> Catalog:
     where = str(path)
-    top = _Reader(data, where, _TOP_FIELDS)
-    if top.get("version", int) != 1:
-        top.fail("version", "only version 1 is supported")
-    dags_raw = top.get("dags", dict)
-    for sev in dags_raw:
-        if sev not in SEVERITIES:
-            top.fail("dags", f"unknown severity {sev!r} (allowed: {', '.join(SEVERITIES)})")
-    missing = [s for s in SEVERITIES if s not in dags_raw]
+    if not isinstance(data, dict):
+        raise CatalogError(f"{where}: expected a mapping, got {type(data).__name__}")
+    if data.get("version", 1) != 1 and not isinstance(data.get("version"), bool):
+        raise CatalogError(f"{where}, field 'version': only version 1 is supported")
+    try:
+        parsed = CatalogFile.model_validate(data)
+    except ValidationError as exc:
+        raise _error(exc, data, where) from None
+    missing = [s for s in SEVERITIES if s not in parsed.dags]
     if missing:
-        top.fail("dags", f"missing the {missing[0]} DAG")
-    dags = {sev: _dag_spec(sev, dags_raw[sev], where) for sev in SEVERITIES}
+        raise CatalogError(f"{where}, field 'dags': missing the {missing[0]} DAG")
+    dags = {sev: parsed.dags[sev].model_copy(update={"severity": sev}) for sev in SEVERITIES}
     dag_ids = [d.dag_id for d in dags.values()]
     if len(set(dag_ids)) != len(dag_ids):
-        top.fail("dags", f"dag_id values must differ, got {dag_ids}")
+        raise CatalogError(f"{where}, field 'dags': dag_id values must differ, got {dag_ids}")
 
-    checks_raw = top.get("checks", list)
-    checks, seen, raw_checks = [], set(), {}
-    for i, raw in enumerate(checks_raw):
-        check = _check(raw, i, where, dags)
-        if check.id in seen:
+    checks, raw_checks = [], {}
+    for raw, check in zip(data["checks"], parsed.checks, strict=True):
+        if check.id in raw_checks:
             raise CatalogError(f"{where}: check {check.id!r}, field 'id': duplicate check id")
-        seen.add(check.id)
-        checks.append(check)
+        checks.append(_resolve(check, dags[check.severity], where))
         raw_checks[check.id] = raw
-
-    metrics_raw = top.get("digest_metrics", list, required=False, default=[])
-    metrics = tuple(_digest_metric(m, i, where) for i, m in enumerate(metrics_raw))
-    metric_ids = [m.id for m in metrics]
-    dup = next((m for m in metric_ids if metric_ids.count(m) > 1), None)
-    if dup:
-        raise CatalogError(f"{where}: digest metric {dup!r}, field 'id': duplicate id")
-
-    cap = top.get("entity_cap", int, required=False, default=10)
-    if cap < 1:
-        top.fail("entity_cap", "must be >= 1")
-    runbook_url = top.text("runbook_url")
-    if not runbook_url.startswith(("https://", "http://")):
-        top.fail("runbook_url", f"must be an http(s) URL, got {runbook_url!r}")
     from loyalty_checks.budget import check_budget
 
     for spec in dags.values():
         check_budget(spec, [c for c in checks if c.severity == spec.severity], where)
-    return Catalog(path=path, runbook_url=runbook_url.rstrip("#"), entity_cap=cap, dags=dags,
-                   checks=tuple(checks), digest_metrics=metrics, raw_checks=raw_checks)
+    metric_ids = [m.id for m in parsed.digest_metrics]
+    dup = next((m for m in metric_ids if metric_ids.count(m) > 1), None)
+    if dup:
+        raise CatalogError(f"{where}: digest metric {dup!r}, field 'id': duplicate id")
+    from loyalty_checks.budget import check_budget
+
+    for spec in dags.values():
+        check_budget(spec, [c for c in checks if c.severity == spec.severity], where)
+    return Catalog(path=path, runbook_url=parsed.runbook_url.rstrip("#"), entity_cap=parsed.entity_cap, dags=dags,
+                   checks=tuple(checks), digest_metrics=tuple(parsed.digest_metrics), raw_checks=raw_checks)
 
 
 def with_overrides(cat: Catalog, check_id: str, overrides: dict[str, Any], where: str = "overrides") -> Check:
@@ -425,12 +462,16 @@ def with_overrides(cat: Catalog, check_id: str, overrides: dict[str, Any], where
                 known = ", ".join(raw["params"]) or "none"
                 raise CatalogError(f"{where}: check {check_id!r} has no parameter {name!r} (its params: {known})")
             raw["params"][name] = value
-        elif key in ("id", "severity") or key not in _CHECK_FIELDS:
-            allowed = ", ".join(sorted(_CHECK_FIELDS - {"id", "severity"}) + ["params.NAME"])
+        elif key in ("id", "severity") or key not in CHECK_FIELDS:
+            allowed = ", ".join(sorted(CHECK_FIELDS - {"id", "severity"}) + ["params.NAME"])
             raise CatalogError(f"{where}: field {key!r} cannot be overridden (allowed: {allowed})")
         else:
             raw[key] = value
-    return _check(raw, 0, f"{where}", cat.dags)
+    try:
+        check = Check.model_validate(raw)
+    except ValidationError as exc:
+        raise _error(exc, {"checks": [raw]}, where) from None
+    return _resolve(check, cat.dags[check.severity], where)
 
 
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
@@ -465,3 +506,11 @@ def catalog() -> Catalog:
 @lru_cache(maxsize=4)
 def _cached(path: Path, stamp: int | None) -> Catalog:
     return load_catalog(path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--schema"]:
+        sys.exit("usage: python -m loyalty_checks.catalog --schema   (prints the JSON Schema of checks.yaml)")
+    print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
