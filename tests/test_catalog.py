@@ -38,48 +38,51 @@ def test_shipped_catalog_matches_the_contract():
     assert cat.check("p0_checks_stale").source == "loyalty_monitoring_db"
 
 
-def _mutate(raw, check_index, field, value):
+def _mutate(raw, check_id, field, value):
+    """The raw catalog with one field of one check changed; the check is named by id, not by
+    position, so that a site adding a check anywhere in the list changes nothing here."""
     data = copy.deepcopy(raw)
+    check = next(c for c in data["checks"] if c["id"] == check_id)
     if value is _DELETE:
-        del data["checks"][check_index][field]
+        del check[field]
     else:
-        data["checks"][check_index][field] = value
+        check[field] = value
     return data
 
 
 _DELETE = object()
 
 BAD_CHECKS = [
-    # (check index, field, value, expected message part)
-    (2, "for_runs", 0, "check 'wallet_sync_failures', field 'for_runs': must be >= 1"),
-    (2, "clear_runs", "2", "check 'wallet_sync_failures', field 'clear_runs': expected an integer"),
-    (2, "recovery_threshold", 0.08, "check 'wallet_sync_failures', field 'recovery_threshold': must be on the ok side"),
-    (2, "repeat_after", "daily", "check 'wallet_sync_failures', field 'repeat_after': expected a duration"),
-    (0, "escalate_after", "1h", "check 'expiration_task_stale', field 'escalate_after': only checks that warn on slack without paging escalate"),
-    (0, "source", "warehouse", "check 'expiration_task_stale', field 'source': must be one of loyalty_db"),
-    (0, "severity", "P3", "check 'expiration_task_stale', field 'severity': must be one of P0, P1, P2, got 'P3'"),
-    (0, "sql", "p0/missing.sql", "check 'expiration_task_stale', field 'sql': SQL file not found"),
-    (0, "sql", "../checks.yaml", "check 'expiration_task_stale', field 'sql': must be a .sql file under"),
-    (1, "threshold", "0.5", "check 'google_wallet_down', field 'threshold': expected an integer or a number, got str '0.5'"),
-    (1, "threshold", True, "check 'google_wallet_down', field 'threshold': expected an integer or a number, got a boolean"),
-    (2, "window", "1 hour", "check 'wallet_sync_failures', field 'window': expected a duration like"),
-    (2, "comparison", "=>", "check 'wallet_sync_failures', field 'comparison': must be one of >, >=, <, <="),
-    (3, "no_data", "alert", "check 'email_failure_rate', field 'no_data': must be one of fire, ok"),
-    (4, "entity", "customer", "check 'rate_limit_spikes', field 'entity': must be one of null, store"),
-    (4, "no_data", "fire", "check 'rate_limit_spikes', field 'no_data': 'fire' needs a check without entities"),
-    (4, "thresold", 3, "check 'rate_limit_spikes': unknown field 'thresold'"),
-    (6, "action", "  ", "check 'high_churn', field 'action': must not be empty"),
-    (6, "title", _DELETE, "check 'high_churn', field 'title': is required"),
-    (7, "params", {"t": 1}, "check 'low_enrollment', field 'params': parameter name 't'"),
-    (7, "params", {"x": [1]}, "check 'low_enrollment', field 'params': parameter 'x' must be text"),
-    (8, "id", "Low-Redemption", "check 'Low-Redemption', field 'id': must be lower_snake_case"),
+    # (check id, field, value, expected message part)
+    ("wallet_sync_failures", "for_runs", 0, "check 'wallet_sync_failures', field 'for_runs': must be >= 1"),
+    ("wallet_sync_failures", "clear_runs", "2", "check 'wallet_sync_failures', field 'clear_runs': expected an integer"),
+    ("wallet_sync_failures", "recovery_threshold", 0.08, "check 'wallet_sync_failures', field 'recovery_threshold': must be on the ok side"),
+    ("wallet_sync_failures", "repeat_after", "daily", "check 'wallet_sync_failures', field 'repeat_after': expected a duration"),
+    ("expiration_task_stale", "escalate_after", "1h", "check 'expiration_task_stale', field 'escalate_after': only checks that warn on slack without paging escalate"),
+    ("expiration_task_stale", "source", "warehouse", "check 'expiration_task_stale', field 'source': must be one of loyalty_db"),
+    ("expiration_task_stale", "severity", "P3", "check 'expiration_task_stale', field 'severity': must be one of P0, P1, P2, got 'P3'"),
+    ("expiration_task_stale", "sql", "p0/missing.sql", "check 'expiration_task_stale', field 'sql': SQL file not found"),
+    ("expiration_task_stale", "sql", "../checks.yaml", "check 'expiration_task_stale', field 'sql': must be a .sql file under"),
+    ("google_wallet_down", "threshold", "0.5", "check 'google_wallet_down', field 'threshold': expected an integer or a number, got str '0.5'"),
+    ("google_wallet_down", "threshold", True, "check 'google_wallet_down', field 'threshold': expected an integer or a number, got a boolean"),
+    ("wallet_sync_failures", "window", "1 hour", "check 'wallet_sync_failures', field 'window': expected a duration like"),
+    ("wallet_sync_failures", "comparison", "=>", "check 'wallet_sync_failures', field 'comparison': must be one of >, >=, <, <="),
+    ("email_failure_rate", "no_data", "alert", "check 'email_failure_rate', field 'no_data': must be one of fire, ok"),
+    ("rate_limit_spikes", "entity", "customer", "check 'rate_limit_spikes', field 'entity': must be one of null, store"),
+    ("rate_limit_spikes", "no_data", "fire", "check 'rate_limit_spikes', field 'no_data': 'fire' needs a check without entities"),
+    ("rate_limit_spikes", "thresold", 3, "check 'rate_limit_spikes': unknown field 'thresold'"),
+    ("high_churn", "action", "  ", "check 'high_churn', field 'action': must not be empty"),
+    ("high_churn", "title", _DELETE, "check 'high_churn', field 'title': is required"),
+    ("low_enrollment", "params", {"t": 1}, "check 'low_enrollment', field 'params': parameter name 't'"),
+    ("low_enrollment", "params", {"x": [1]}, "check 'low_enrollment', field 'params': parameter 'x' must be text"),
+    ("low_redemption_rate", "id", "Low-Redemption", "check 'Low-Redemption', field 'id': must be lower_snake_case"),
 ]
 
 
-@pytest.mark.parametrize("index,field,value,message", BAD_CHECKS, ids=[f"{b[1]}={b[2]!r}" for b in BAD_CHECKS])
-def test_bad_check_names_check_and_field(raw, index, field, value, message):
+@pytest.mark.parametrize("check_id,field,value,message", BAD_CHECKS, ids=[f"{b[1]}={b[2]!r}" for b in BAD_CHECKS])
+def test_bad_check_names_check_and_field(raw, check_id, field, value, message):
     with pytest.raises(CatalogError) as err:
-        parse_catalog(_mutate(raw, index, field, value), Path("include/checks.yaml"))
+        parse_catalog(_mutate(raw, check_id, field, value), Path("include/checks.yaml"))
     assert message in str(err.value)
     assert str(err.value).startswith("include/checks.yaml: ")
 
@@ -122,7 +125,7 @@ def test_bad_catalog_is_an_airflow_import_error(raw, tmp_path):
     from airflow.dag_processing.dagbag import DagBag
 
     catalog_file = tmp_path / "checks.yaml"
-    catalog_file.write_text(yaml.safe_dump(_mutate(raw, 1, "threshold", "high")))
+    catalog_file.write_text(yaml.safe_dump(_mutate(raw, "google_wallet_down", "threshold", "high")))
     dag_file = tmp_path / "dags" / "loyalty_p0_checks.py"
     dag_file.parent.mkdir()
     dag_file.write_text(textwrap.dedent(f"""
@@ -161,10 +164,10 @@ def test_the_json_schema_accepts_the_catalog_and_rejects_what_the_loader_rejects
 
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
     assert list(validator.iter_errors(raw)) == []
-    for index, field, value, _ in BAD_CHECKS:
+    for check_id, field, value, _ in BAD_CHECKS:
         if field in ("sql", "recovery_threshold", "escalate_after") or (field, value) == ("no_data", "fire"):
             continue  # need the file system or several fields: the loader's job
-        bad = _mutate(raw, index, field, value)
+        bad = _mutate(raw, check_id, field, value)
         assert list(validator.iter_errors(bad)), f"the schema accepts {field}={value!r}"
         with pytest.raises(CatalogError):
             parse_catalog(bad, Path("c.yaml"))
