@@ -229,7 +229,7 @@ def dag_budget(spec: "DagSpec", checks: Iterable["Check"]) -> DagBudget:
     return DagBudget(
         dag_id=spec.dag_id, run_timeout=spec.run_timeout, interval=schedule_interval(spec.schedule),
         tasks={c.id: check_tasks(spec, c) for c in checks},
-        heartbeat=heartbeat_task(spec) if spec.severity == "P0" else None)
+        heartbeat=heartbeat_task(spec) if spec.heartbeat else None)
 
 
 def fmt(value: timedelta) -> str:

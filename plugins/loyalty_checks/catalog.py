@@ -201,6 +201,8 @@ class DagSpec(_Model):
     grace: Duration = Field(timedelta(seconds=5), description="after a statement timeout, until a silent "
                                                               "connection is given up")
     http_timeout: Duration = Field(timedelta(seconds=10), description="per Slack / PagerDuty request")
+    heartbeat: bool = Field(False, description="ping the outside heartbeat (connection loyalty_heartbeat) "
+                                               "after every run")
     defaults: Lifecycle = Field(default_factory=Lifecycle, description="lifecycle defaults of its checks")
     # Time budget (budget.py): database connect timeout, slack after a statement timeout, HTTP timeout.
     connect_timeout: Duration = Field(timedelta(seconds=10), json_schema_extra={"default": "10s"},

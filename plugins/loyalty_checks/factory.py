@@ -120,11 +120,11 @@ def _add_heartbeat(groups: list, spec: DagSpec) -> None:
 
     @task(task_id="heartbeat", trigger_rule=TriggerRule.NONE_FAILED, **limits)
     def heartbeat():
-        tasks.ping_heartbeat(failed=False)
+        tasks.ping_heartbeat(failed=False, timeout=spec.http_timeout)
 
     @task(task_id="heartbeat_failed", trigger_rule=TriggerRule.ONE_FAILED, **limits)
     def heartbeat_failed():
-        tasks.ping_heartbeat(failed=True)
+        tasks.ping_heartbeat(failed=True, timeout=spec.http_timeout)
 
     groups >> heartbeat()
     groups >> heartbeat_failed()
@@ -154,7 +154,7 @@ def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
         },
     ) as dag:
         groups = [_check_group(check, spec) for check in checks]
-        if severity == "P0":
+        if spec.heartbeat:
             _add_heartbeat(groups, spec)
         if "digest" in spec.routes:
             from loyalty_checks.digest import add_digest

@@ -212,7 +212,7 @@ def apply_silence_request(context) -> list[dict[str, Any]]:
     return [{k: str(v) for k, v in row.items()} for row in result]
 
 
-def ping_heartbeat(failed: bool) -> None:
+def ping_heartbeat(failed: bool, timeout: dt.timedelta) -> None:
     """GET the `loyalty_heartbeat` HTTP connection (Healthchecks.io, Cronitor...), if defined.
 
     An outside service that stops hearing it pages: scheduler down, workers gone,
@@ -229,5 +229,5 @@ def ping_heartbeat(failed: bool) -> None:
         raise AirflowSkipException(f"no {deliver.HEARTBEAT!r} connection: no outside heartbeat") from None
     endpoint = (conn.extra_dejson.get("fail_endpoint") or "") if failed else ""
     response = HttpHook(method="GET", http_conn_id=deliver.HEARTBEAT).run(
-        endpoint=endpoint, extra_options={"timeout": catalog().dags["P0"].http_timeout.total_seconds()})
+        endpoint=endpoint, extra_options={"timeout": timeout.total_seconds()})
     log.info("heartbeat%s sent: HTTP %s", " (failed run)" if failed else "", response.status_code)
