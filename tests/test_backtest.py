@@ -266,3 +266,23 @@ def test_backtest_dag_stores_json_and_png(db, dagbag, airflow_conns, pg, loyalty
     bad = dag.test(run_conf={"check": "rate_limit_spikes", "start": "last week", "end": ""})
     assert bad.state == "failed"
     assert db.execute("SELECT count(*) FROM loyalty_monitoring.backtests").fetchone()[0] == 1
+
+
+def test_tally_counts_as_the_spec_defines():
+    from loyalty_checks.quality import Tally
+
+    tally = Tally(H)
+    page = {"event": "trigger", "channels": ["slack", "pagerduty"], "entities": []}
+    steps = {1: ("firing", [page]), 2: ("ok", [{"event": "resolve", "channels": ["pagerduty", "slack"]}]),
+             3: ("pending", []), 4: ("firing", [page]), 5: ("ok", []), 6: ("ok", []), 7: ("ok", []),
+             8: ("firing", [page]), 9: ("firing", [{"event": "error", "channels": ["slack"]}])}
+    for h, (status, notes) in steps.items():
+        tally.add(START + h * H, status, error=h == 9, notifications=notes)
+    summary = tally.summary()
+    # episodes 1-2, 4-5 (starts 2 intervals after the last ended: a flap), 8- (3 intervals after: not one)
+    assert [(hour(e["start"]), e["end"] and hour(e["end"])) for e in tally.episodes_json()] == [(1, 2), (4, 5), (8, None)]
+    assert summary | {"noisiest": None} == {
+        "notifications": 5, "pages": 4, "episodes": 3, "flaps": 1, "firing_share": round(4 / 9, 4),
+        "median_resolve_seconds": 3600.0, "longest_resolve_seconds": 3600.0, "errors": 1, "evaluations": 9,
+        "noisiest": None}
+    assert tally.notifications[1]["channels"] == ["pagerduty", "slack"]  # the page first, as sent
