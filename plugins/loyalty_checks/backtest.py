@@ -502,9 +502,15 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, CatalogError) as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return 2
-    with _connection(check, args.dsn) as conn:
-        result = run_backtest(args.check, args.start, args.end, overrides, conn, cat, sweep=args.sweep,
-                              series=bool(args.plot), progress=_Progress(f"backtest {args.check}"))
+    import psycopg
+
+    try:
+        with _connection(check, args.dsn) as conn:
+            result = run_backtest(args.check, args.start, args.end, overrides, conn, cat, sweep=args.sweep,
+                                  series=bool(args.plot), progress=_Progress(f"backtest {args.check}"))
+    except psycopg.OperationalError as exc:  # no server: nothing was evaluated (failing SQL is an `error` event)
+        print(f"backtest: cannot connect to the database: {exc}", file=sys.stderr)
+        return 1
     print(report_text(result))
     if args.json:
         args.json.write_text(json.dumps(without_series(result), indent=1) + "\n", encoding="utf-8")

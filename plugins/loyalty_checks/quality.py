@@ -333,8 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"quality: {exc}", file=sys.stderr)
         return 2
-    with connection(args.dsn, "" if args.dsn else monitoring_conn_id()) as conn:
-        result = history(conn, since, until, args.check)
+    import psycopg
+
+    try:
+        with connection(args.dsn, "" if args.dsn else monitoring_conn_id()) as conn:
+            result = history(conn, since, until, args.check)
+    except psycopg.errors.UndefinedTable as exc:
+        print(f"quality: {exc.diag.message_primary}: no check has recorded anything in this database"
+              " (point --dsn or loyalty_monitoring_db at the alert state)", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:
+        print(f"quality: cannot read loyalty_monitoring: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     print(report_text(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
