@@ -196,11 +196,6 @@ class DagSpec(_Model):
     statement_timeout: Duration
     owner: Text
     routes: Routes = Field(description="where its checks' notifications go: pagerduty, slack, or digest")
-    # Time budget (budget.py): database connect timeout, slack after a statement timeout, HTTP timeout.
-    connect_timeout: Duration = Field(timedelta(seconds=10), description="database connect timeout")
-    grace: Duration = Field(timedelta(seconds=5), description="after a statement timeout, until a silent "
-                                                              "connection is given up")
-    http_timeout: Duration = Field(timedelta(seconds=10), description="per Slack / PagerDuty request")
     heartbeat: bool = Field(False, description="ping the outside heartbeat (connection loyalty_heartbeat) "
                                                "after every run")
     defaults: Lifecycle = Field(default_factory=Lifecycle, description="lifecycle defaults of its checks")
@@ -248,7 +243,6 @@ class Check(_Model):
     routes: Annotated[tuple[str, ...] | None, BeforeValidator(lambda v: None if v is None else _routes(v)),
                       _schema(type="array", items={"enum": list(ROUTES)})] = Field(
         None, description="where notifications go; default: the DAG's routes")
-    connect_timeout: OptionalDuration = Field(None, description="overrides the DAG's database connect timeout")
     connect_timeout: OptionalDuration = Field(None, description="overrides the DAG's database connect timeout")
     window_text: SkipJsonSchema[str | None] = Field(None, exclude=True)  # the window as written
 
@@ -429,10 +423,6 @@ def parse_catalog(data: Any, path: Path) -> Catalog:
             raise CatalogError(f"{where}: check {check.id!r}, field 'id': duplicate check id")
         checks.append(_resolve(check, dags[check.severity], where))
         raw_checks[check.id] = raw
-    from loyalty_checks.budget import check_budget
-
-    for spec in dags.values():
-        check_budget(spec, [c for c in checks if c.severity == spec.severity], where)
     metric_ids = [m.id for m in parsed.digest_metrics]
     dup = next((m for m in metric_ids if metric_ids.count(m) > 1), None)
     if dup:
