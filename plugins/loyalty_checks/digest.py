@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import TriggerRule, task
 
-from loyalty_checks import deliver
+from loyalty_checks import connections, deliver
 from loyalty_checks.catalog import Catalog
 from loyalty_checks.text import format_threshold, format_time, format_value, slack_escape, truncate
 
@@ -87,7 +87,7 @@ def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
 def collect_metrics(cat: Catalog, t, timeout) -> dict[str, list[dict[str, Any]]]:
     from loyalty_checks.measure import digest_metric
 
-    with deliver.postgres(deliver.LOYALTY_DB) as conn:
+    with connections.postgres(connections.LOYALTY_DB) as conn:
         return {m.id: digest_metric(conn, m, t, timeout) for m in cat.digest_metrics}
 
 
@@ -97,7 +97,7 @@ def post(cat: Catalog, metrics: dict[str, Any] | None, context) -> bool:
     from loyalty_checks.tasks import run_ref
 
     ref = run_ref(context)
-    with deliver.monitoring_db() as conn:
+    with connections.monitoring_db() as conn:
         evaluations = {c.id: load_evaluation(conn, c.id, ref.t) for c in digest_checks(cat)}
         open_alerts = conn.execute(
             "SELECT check_id, since FROM loyalty_monitoring.check_state"

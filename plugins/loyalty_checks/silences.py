@@ -108,9 +108,9 @@ def apply_request(conn, request: dict[str, Any]) -> list[dict[str, Any]]:
 @contextmanager
 def _connection(dsn: str | None) -> Iterator[Any]:
     if not dsn:
-        from loyalty_checks import deliver
+        from loyalty_checks import connections
 
-        with deliver.monitoring_db() as conn:
+        with connections.monitoring_db() as conn:
             yield conn
         return
     import psycopg

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperator
 
-from loyalty_checks import deliver
+from loyalty_checks import connections
 from loyalty_checks.catalog import Check, catalog
 from loyalty_checks.connections import timeouts_for
 from loyalty_checks.state import RunRef
@@ -53,7 +53,7 @@ class CheckMetricOperator(BaseOperator):
     template_fields_renderers = {"sql": "sql"}
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, check_id: str, sql: str, conn_id: str = deliver.LOYALTY_DB, **kwargs):
+    def __init__(self, *, check_id: str, sql: str, conn_id: str = connections.LOYALTY_DB, **kwargs):
         super().__init__(**kwargs)
         self.check_id, self.sql, self.conn_id = check_id, sql, conn_id
 
@@ -64,8 +64,8 @@ class CheckMetricOperator(BaseOperator):
         t = run_time(context)
         try:
             # Time limits from the catalog (connections.py): a silent database fails this try in time.
-            source = (deliver.monitoring_db(timeouts_for(check)) if check.source == deliver.MONITORING_DB
-                      else deliver.postgres(self.conn_id, check=check))
+            source = (connections.monitoring_db(timeouts_for(check)) if check.source == connections.MONITORING_DB
+                      else connections.postgres(self.conn_id, check=check))
             with source as conn:
                 measurement = measure_sql(conn, check, self.sql, t)
         except Exception as exc:
@@ -105,7 +105,7 @@ def decide(check: Check, measurement: dict[str, Any], context) -> list[str] | No
     run = run_ref(context)
     blind = _sent_while_blind(check, context)
     try:
-        with deliver.monitoring_db(check=check) as conn:
+        with connections.monitoring_db(check=check) as conn:
             notes = record(conn, check, run, evaluation, blind)
     except Exception:
         notes = lifecycle.fail_open(check, evaluation, blind, run.t)
@@ -145,7 +145,7 @@ def notify(check: Check, channel: str, context) -> int:
     if failopen:  # decided without the alert state: nothing to claim, send directly
         sender(channel).send(_notice(check, failopen["note"], failopen["evaluation"], context))
         return 1
-    with deliver.monitoring_db(check=check) as conn:
+    with connections.monitoring_db(check=check) as conn:
         evaluation = load_evaluation(conn, check.id, ref.t)
         if evaluation is None:
             raise RuntimeError(f"{check.id}: no evaluation recorded for T={ref.t.isoformat()}")
@@ -171,7 +171,7 @@ def report_error(check: Check, context) -> list[str]:
     blind = _sent_while_blind(check, context)
     with ExitStack() as stack:
         try:
-            conn = stack.enter_context(deliver.monitoring_db(check=check))
+            conn = stack.enter_context(connections.monitoring_db(check=check))
             notes = record(conn, check, ref, outcome, blind)
         except Exception:  # noqa: BLE001
             log.exception("Alert state unavailable: reporting the error without it")
@@ -205,7 +205,7 @@ def apply_silence_request(context) -> list[dict[str, Any]]:
 
     request = dict(context["params"])
     request["author"] = request.get("author") or getattr(context["dag_run"], "triggering_user_name", None)
-    with deliver.monitoring_db() as conn:
+    with connections.monitoring_db() as conn:
         result = apply_request(conn, request)
     for row in result:
         log.info("silence %s", {k: str(v) for k, v in row.items()})
@@ -224,10 +224,10 @@ def ping_heartbeat(failed: bool, timeout: dt.timedelta) -> None:
     from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
 
     try:
-        conn = BaseHook.get_connection(deliver.HEARTBEAT)
+        conn = BaseHook.get_connection(connections.HEARTBEAT)
     except AirflowNotFoundException:
-        raise AirflowSkipException(f"no {deliver.HEARTBEAT!r} connection: no outside heartbeat") from None
+        raise AirflowSkipException(f"no {connections.HEARTBEAT!r} connection: no outside heartbeat") from None
     endpoint = (conn.extra_dejson.get("fail_endpoint") or "") if failed else ""
-    response = HttpHook(method="GET", http_conn_id=deliver.HEARTBEAT).run(
+    response = HttpHook(method="GET", http_conn_id=connections.HEARTBEAT).run(
         endpoint=endpoint, extra_options={"timeout": timeout.total_seconds()})
     log.info("heartbeat%s sent: HTTP %s", " (failed run)" if failed else "", response.status_code)
