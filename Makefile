@@ -9,6 +9,7 @@
 #   make demo-ui  the Airflow UI on the demo, DAGs scheduled (airflow standalone)
 #   make lint     ruff, including its security (bandit) rules
 #   make bench SCALE=1   the benchmark (docs/performance.md); make bench-data SCALE=… the data only
+#   make bench-faults    fault -> error page times through a black-holing proxy (docs/reliability.md; part of bench)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -22,7 +23,7 @@ BENCH_DSN ?= $(or $(LOYALTY_PG_URI),postgresql://postgres@127.0.0.1:5432/postgre
 # The committed figures are those of the large tenant; other scales report under .bench/.
 BENCH_OUT ?= $(if $(filter 1 1.0,$(SCALE)),docs/performance.md,.bench/performance-$(SCALE).md)
 
-.PHONY: demo demo-ui test test-e2e test-console screenshots check-tests lint bench bench-data clean
+.PHONY: demo demo-ui test test-e2e test-console screenshots check-tests lint bench bench-data bench-faults clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required (set PYTHON=...)")'
@@ -63,6 +64,10 @@ bench-data: $(STAMP)
 bench: $(STAMP)
 	@mkdir -p .bench
 	$(PY) -m bench.run --scale $(SCALE) --runs $(RUNS) --output $(BENCH_OUT) $(BENCH_ARGS)
+	$(PY) -m bench.faults
+
+bench-faults: $(STAMP)
+	$(PY) -m bench.faults $(FAULTS_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -148,6 +148,8 @@ def test_a_query_on_a_link_gone_silent_fails_within_statement_timeout_plus_grace
                 conn.execute("SELECT pg_sleep(1.5), 1")  # the answer comes back to a proxy that swallows it
             took = time.monotonic() - started
         assert took < limits.answer_within + limits.cancel_within + 2, took
+        record_timing("guard: query on a link gone silent fails (statement 2 s + grace 1 s)",
+                      time.monotonic() - started - 0.5)
         # Nothing is left running on the server: the session ends by idle_in_transaction_session_timeout.
         assert wait_until(lambda: not backends(pg, loyalty_db, "loyalty_checks:guard_test"), 15), \
             backends(pg, loyalty_db, "loyalty_checks:guard_test")
@@ -162,6 +164,7 @@ def test_a_server_that_accepts_and_never_answers_fails_at_connect(pg, loyalty_db
             with connections.postgres("loyalty_db", budget.DbTimeouts(connect_timeout=2, statement_timeout=5, grace=1)):
                 pass
         assert time.monotonic() - started < 2 + 3
+        record_timing("guard: server silent at connect fails (connect_timeout 2 s)", time.monotonic() - started)
         assert proxy.accepted == 1
 
 

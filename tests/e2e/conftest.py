@@ -231,12 +231,13 @@ class AirflowStack:
 
 @pytest.fixture
 def airflow_stack(pg, loyalty_db, sink, tmp_path_factory):
-    """airflow_stack(executor, celery_broker=, celery_queue=, deadline=) -> a started AirflowStack
-    with DAG_ID parsed (still paused); stopped and its metadata database dropped at teardown."""
+    """airflow_stack(executor, celery_broker=, celery_queue=, deadline=, extra_env=) -> a started AirflowStack
+    with DAG_ID parsed (still paused); stopped and its metadata database dropped at teardown.
+    `extra_env` overrides the environment of every component (connections, LOYALTY_CHECKS_CATALOG)."""
     stacks: list[tuple[AirflowStack, str]] = []
 
     def start(executor: str = "LocalExecutor", celery_broker: str | None = None, celery_queue: str | None = None,
-              deadline: float | None = None) -> AirflowStack:
+              deadline: float | None = None, extra_env: dict[str, str] | None = None) -> AirflowStack:
         deadline = deadline or time.monotonic() + SCENARIO_TIMEOUT
         root = tmp_path_factory.mktemp(f"e2e-{executor.lower()}")
         home = root / "home"
@@ -278,6 +279,7 @@ def airflow_stack(pg, loyalty_db, sink, tmp_path_factory):
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "300",
             **connection_env(pg, loyalty_db, sink.url),
+            **(extra_env or {}),
         })
         if executor == "CeleryExecutor":
             env.update({
