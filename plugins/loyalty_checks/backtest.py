@@ -444,12 +444,12 @@ def plot_png(result: dict[str, Any], path_or_file) -> None:
 # ---------------------------------------------------------------- CLI
 
 def _connection(check: Check, dsn: str | None):
-    from loyalty_checks import deliver
+    from loyalty_checks import connections
 
     if dsn:
         return quality.connection(dsn, "")
-    return quality.connection(None, deliver.LOYALTY_DB if check.source == deliver.LOYALTY_DB
-                              else quality.monitoring_conn_id())
+    return quality.connection(None, connections.LOYALTY_DB if check.source == connections.LOYALTY_DB
+                              else quality.monitoring_conn_id(), check=check)
 
 
 class _Progress:

@@ -51,7 +51,7 @@ def run(context) -> dict[str, Any]:
     """The task: backtest, log the summary, store JSON and PNG; returns the stored row's id."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from loyalty_checks import deliver, quality
+    from loyalty_checks import connections, quality
     from loyalty_checks.backtest import BacktestError, plot_png, report_text, resolve, run_backtest, without_series
 
     cat = catalog()
@@ -63,9 +63,9 @@ def run(context) -> dict[str, Any]:
         raise AirflowFailException(f"bad backtest request: {exc}") from None
     requested_by = (context["params"].get("requested_by") or getattr(dag_run, "triggering_user_name", None)
                     or "airflow")
-    source = deliver.LOYALTY_DB if check.source == deliver.LOYALTY_DB else quality.monitoring_conn_id()
+    source = connections.LOYALTY_DB if check.source == connections.LOYALTY_DB else quality.monitoring_conn_id()
     try:
-        with deliver.postgres(source) as conn:
+        with connections.postgres(source, check=check) as conn:
             result = run_backtest(request["check"], request["start"], request["end"], request["overrides"], conn,
                                   cat, sweep=request["sweep"], series=True)
     except BacktestError as exc:
@@ -74,7 +74,7 @@ def run(context) -> dict[str, Any]:
     png = io.BytesIO()
     plot_png(result, png)
     stored = without_series(result)
-    with deliver.monitoring_db() as conn:
+    with connections.monitoring_db() as conn:
         row = conn.execute(
             "INSERT INTO loyalty_monitoring.backtests (check_id, requested_by, request, result, plot)"
             " VALUES (%s, %s, %s, %s, %s) RETURNING id",

@@ -286,31 +286,29 @@ def parse_time(text: str, what: str) -> dt.datetime:
 
 
 @contextmanager
-def connection(dsn: str | None, conn_id: str) -> Iterator[Any]:
-    """A psycopg connection, closed afterwards: `dsn`, else the Airflow connection `conn_id`."""
+def connection(dsn: str | None, conn_id: str, check=None) -> Iterator[Any]:
+    """A psycopg connection, closed afterwards: `dsn`, else the Airflow connection `conn_id`
+    with the package's time limits (connections.py; those of `check`'s query when given)."""
     if dsn:
         import psycopg
 
         with psycopg.connect(dsn, application_name="loyalty_checks:cli") as conn:
             yield conn
         return
-    from loyalty_checks import deliver
+    from loyalty_checks import connections
 
-    with deliver.postgres(conn_id) as conn:
+    with connections.postgres(conn_id, check=check) as conn:
         yield conn
 
 
 def monitoring_conn_id() -> str:
     """loyalty_monitoring_db, or loyalty_db when no separate connection is defined."""
-    from loyalty_checks import deliver
+    from loyalty_checks import connections
 
     try:
-        from airflow.sdk import BaseHook
-
-        BaseHook.get_connection(deliver.MONITORING_DB)
-        return deliver.MONITORING_DB
-    except Exception:  # noqa: BLE001 - not defined: the state lives in loyalty_db
-        return deliver.LOYALTY_DB
+        return connections.monitoring_conn_id()
+    except Exception:  # noqa: BLE001 - no Airflow configuration at all: the state lives in loyalty_db
+        return connections.LOYALTY_DB
 
 
 def main(argv: list[str] | None = None) -> int:
