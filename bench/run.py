@@ -357,6 +357,9 @@ def dag_worker(config_file: str) -> int:
 
     def run(dag_id: str, dbname: str) -> dict[str, Any]:
         recreate_database(config["dsn"], config["monitoring_db"])
+        from loyalty_checks.connections import forget_schemas
+
+        forget_schemas()  # the new database has no schema: the once-per-process check must run again
         os.environ["AIRFLOW_CONN_LOYALTY_DB"] = airflow_conn(config["dsn"], dbname)
         dag = bag.get_dag(dag_id)
         for task in dag.tasks:   # dag.test() would wait out retry delays in real time
