@@ -89,7 +89,7 @@ def test_bad_check_names_check_and_field(raw, check_id, field, value, message):
 
 def test_duplicate_id(raw):
     data = copy.deepcopy(raw)
-    data["checks"].append(copy.deepcopy(data["checks"][0]))
+    data["checks"].append(copy.deepcopy(next(c for c in data["checks"] if c["id"] == "expiration_task_stale")))
     with pytest.raises(CatalogError, match="check 'expiration_task_stale', field 'id': duplicate check id"):
         parse_catalog(data, Path("c.yaml"))
 
