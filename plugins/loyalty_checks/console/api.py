@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from loyalty_checks.console import db, queries, service
 from loyalty_checks.console.auth import Viewer, api_reader, api_writer
@@ -48,12 +49,9 @@ def get_alerts(viewer: Reader,
     """Every alert now firing or pending, P0 first (optionally one check, severity, DAG or state; paged)."""
     cat, checks = filter_checks(viewer, check_id, severity, dag_id)
     with db.connection() as conn, db.reading(conn):
-        alerts = service.alerts(conn, cat, checks)
-    if state is not None:
-        alerts = [a for a in alerts if a["state"] == state]
-    total = len(alerts)
-    page = alerts[offset: offset + limit if limit is not None else None]
-    return json_response({"alerts": page, "total": total, "offset": offset})
+        total, alerts = service.alerts_json(conn, cat, checks, state, offset, limit)
+    return Response(f'{{"alerts":{alerts},"total":{int(total)},"offset":{int(offset)}}}',
+                    media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/checks")

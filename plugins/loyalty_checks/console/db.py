@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 STATEMENT_TIMEOUT_MS = 5000
 APPLICATION_NAME = "loyalty_checks:console"
+WORK_MEM = "32MB"  # ranking 10,000 alerts sorts in memory
 _schema_ready = threading.Event()
 
 
@@ -50,6 +51,7 @@ def reading(conn) -> Iterator[Any]:
     """A read-only transaction on `conn` (rolled back: the console never writes while reading)."""
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
-        conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('application_name', %s, true)",
-                     (f"{STATEMENT_TIMEOUT_MS}ms", APPLICATION_NAME))
+        conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('application_name', %s, true),"
+                     " set_config('work_mem', %s, true), set_config('TimeZone', 'UTC', true)",
+                     (f"{STATEMENT_TIMEOUT_MS}ms", APPLICATION_NAME, WORK_MEM))
         yield conn

@@ -61,31 +61,28 @@ def alerts_page(request: Request, viewer: PageViewer,
     if severity:
         checks = [c for c in checks if c.severity == severity]
     with db.connection() as conn, db.reading(conn):
-        alerts = service.alerts(conn, cat, checks)
+        shown, counts = service.alerts_page(conn, cat, checks, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+        pages = max(1, math.ceil(counts["total"] / PAGE_SIZE))
+        if page > pages:
+            page = pages
+            shown, counts = service.alerts_page(conn, cat, checks, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
         summary = service.checks_summary(conn, cat, checks)
-    pages = max(1, math.ceil(len(alerts) / PAGE_SIZE))
-    page = min(page, pages)
-    shown = alerts[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
-    counts = {"firing": sum(a["state"] == "firing" for a in alerts),
-              "pending": sum(a["state"] == "pending" for a in alerts),
-              "silenced": sum(a["silenced"] for a in alerts)}
     return render("alerts.html", **base_context(request, viewer, 0, "alerts", "Loyalty alerts"),
-                  alerts=shown, total=len(alerts), counts=counts, checks=summary, page=page, pages=pages,
+                  alerts=shown, total=counts["total"], counts=counts, checks=summary, page=page, pages=pages,
                   first=(page - 1) * PAGE_SIZE + 1, dag_id=dag_id, severity=severity, dag_note=dag_note)
 
 
 def _timeline(history: dict[str, Any]) -> list[dict[str, Any]]:
-    """Notifications, errors and alert state changes, newest first."""
-    items, previous = [], None
-    for e in history["evaluations"]:
+    """Notifications, errors, silences and alert state changes, newest first."""
+    items = []
+    for e in history["changes"]:
         if e["status"] == "error":
             items.append({"t": e["t"], "kind": "error", "text": e["error"] or "could not be evaluated",
                           "run_path": e["run_path"]})
-        elif previous is not None and e["alert_status"] != previous:
-            items.append({"t": e["t"], "kind": e["alert_status"], "text": f"alert {previous} → {e['alert_status']}"
-                          f" (value {e['value'] if e['value'] is not None else 'no data'})", "run_path": e["run_path"]})
-        if e["status"] != "error":
-            previous = e["alert_status"]
+        else:
+            value = e["value"] if e["value"] is not None else "no data"
+            items.append({"t": e["t"], "kind": e["alert_status"], "run_path": e["run_path"],
+                          "text": f"alert {e['previous']} → {e['alert_status']} (value {value})"})
     for n in history["notifications"]:
         text = f"{n['event']} sent to {', '.join(n['channels'])}" if n["channels"] else f"{n['event']} not sent"
         if n["failed"]:
@@ -110,13 +107,14 @@ def check_page(request: Request, check_id: Annotated[str, Path(max_length=63)], 
     until = now()
     since = until - dt.timedelta(days=days)
     with db.connection() as conn, db.reading(conn):
-        history = service.history(conn, check, since, None, api.MAX_HISTORY_POINTS)
-        alerts = service.alerts(conn, cat, [check])
+        history = service.page_history(conn, check, since, until, chart.WIDTH - chart.LEFT - chart.RIGHT,
+                                       TIMELINE_MAX)
+        alerts, counts = service.alerts_page(conn, cat, [check], limit=PAGE_SIZE)
         [summary] = service.checks_summary(conn, cat, [check])
     drawing = chart.build(history, check.threshold, check.recovery_threshold, since, until)
     return render("check.html", **base_context(request, viewer, 1, "checks", check.title),
                   check=check, dag_id=service.dag_of(cat, check), runbook_url=cat.runbook_link(check.id),
-                  summary=summary, alerts=alerts[:PAGE_SIZE], alerts_total=len(alerts), chart=drawing,
+                  summary=summary, alerts=alerts, alerts_total=counts["total"], chart=drawing,
                   timeline=_timeline(history), days=days, day_choices=DAYS, history=history)
 
 

@@ -2,8 +2,8 @@
 
 The alerts now come from `check_state.lifecycle` (lifecycle.py's stored JSON: `alerts`
 maps an entity key, "_" for a check without entities, to {"status", "since", "entity":
-{"id", "name", "value", ...}}), unpacked in SQL with jsonb_each so that 10,000 firing
-entities stay one query. Every function takes an open connection (see db.reading) and
+{"id", "name", "value", ...}}), unpacked, matched with silences, ranked and paged in SQL
+(jsonb_each) so that 10,000 firing entities stay one query and no Python loop. Every function takes an open connection (see db.reading) and
 returns plain dicts with timezone-aware datetimes.
 """
 
@@ -13,44 +13,12 @@ import datetime as dt
 from typing import Any, Sequence
 
 SCALAR = "_"  # the entity key of a check without entities (lifecycle.SCALAR)
-ACTIVE = ("firing", "pending")
 
 
 def _rows(conn, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     cur = conn.execute(sql, params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
-def active_alerts(conn, check_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """Every alert now firing or pending of `check_ids`, unsorted (one row per entity)."""
-    return _rows(conn, """
-        SELECT s.check_id,
-               a.key                                   AS entity_key,
-               a.value->>'status'                      AS state,
-               (a.value->>'since')::timestamptz        AS since,
-               a.value->'entity'->>'id'                AS entity_id,
-               a.value->'entity'->>'name'              AS entity_name,
-               CASE WHEN jsonb_typeof(a.value->'entity'->'value') = 'number'
-                    THEN (a.value->'entity'->>'value')::double precision END AS value,
-               s.last_run_id, s.last_evaluated_at
-        FROM loyalty_monitoring.check_state s
-        CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(s.lifecycle->'alerts') = 'object'
-                                           THEN s.lifecycle->'alerts' ELSE '{}'::jsonb END) a
-        WHERE s.check_id = ANY(%(checks)s)
-          AND s.status IN ('firing', 'pending')
-          AND a.value->>'status' IN ('firing', 'pending')
-        """, {"checks": list(check_ids)})
-
-
-def active_silences(conn, check_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """Silences in force now of `check_ids`."""
-    return _rows(conn, """
-        SELECT id, check_id, entity_id, starts_at, ends_at, author, reason
-        FROM loyalty_monitoring.silences
-        WHERE check_id = ANY(%(checks)s) AND starts_at <= now() AND ends_at > now()
-        ORDER BY id
-        """, {"checks": list(check_ids)})
 
 
 def current_and_planned_silences(conn, check_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -146,3 +114,126 @@ def silence_exists(conn, silence_id: int) -> dict[str, Any] | None:
     rows = _rows(conn, "SELECT id, check_id, entity_id, ends_at > now() AS active FROM loyalty_monitoring.silences"
                        " WHERE id = %(id)s", {"id": silence_id})
     return rows[0] if rows else None
+
+
+def evaluation_buckets(conn, check_id: str, since: dt.datetime, until: dt.datetime,
+                       seconds: float) -> list[dict[str, Any]]:
+    """The evaluations of one check in [since, until] in buckets of `seconds`, oldest first:
+    first and last T, lowest and highest value, whether the alert fired, errors."""
+    return _rows(conn, """
+        SELECT min(evaluated_at) AS t0, max(evaluated_at) AS t1, min(value) AS vmin, max(value) AS vmax,
+               bool_or(alert_status = 'firing') AS firing, count(*) AS n,
+               count(*) FILTER (WHERE status = 'error') AS errors,
+               (array_agg(error ORDER BY evaluated_at) FILTER (WHERE status = 'error'))[1] AS error
+        FROM loyalty_monitoring.evaluations
+        WHERE check_id = %(check)s AND evaluated_at >= %(since)s AND evaluated_at <= %(until)s
+        GROUP BY floor(extract(epoch FROM evaluated_at) / %(seconds)s)
+        ORDER BY t0
+        """, {"check": check_id, "since": since, "until": until, "seconds": seconds})
+
+
+def alert_changes(conn, check_id: str, since: dt.datetime, until: dt.datetime, limit: int) -> list[dict[str, Any]]:
+    """Evaluations of one check in [since, until] that changed its alert status or failed,
+    newest first (at most `limit`)."""
+    return _rows(conn, """
+        SELECT t, status, value, alert_status, previous, error, dag_id, run_id FROM (
+            SELECT evaluated_at AS t, status, value, alert_status, error, dag_id, run_id,
+                   lag(alert_status) OVER (ORDER BY evaluated_at) AS previous
+            FROM loyalty_monitoring.evaluations
+            WHERE check_id = %(check)s AND evaluated_at >= %(since)s AND evaluated_at <= %(until)s) e
+        WHERE status = 'error' OR (previous IS NOT NULL AND previous <> alert_status)
+        ORDER BY t DESC LIMIT %(limit)s
+        """, {"check": check_id, "since": since, "until": until, "limit": limit})
+
+
+def check_states(conn, check_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """check id -> its latest run and T, for the checks that have an alert now."""
+    rows = _rows(conn, """
+        SELECT check_id, last_run_id, last_evaluated_at FROM loyalty_monitoring.check_state
+        WHERE check_id = ANY(%(checks)s) AND status IN ('firing', 'pending')
+        """, {"checks": list(check_ids)})
+    return {r.pop("check_id"): r for r in rows}
+
+
+# The alerts now, one JSON object per entity, ranked in SQL: 10,000 firing entities are
+# sorted, counted, matched with silences and paged by PostgreSQL, not in Python.
+# %(checks)s: [{"check_id", "rank", "sign", "info": {what every alert of the check shares}}].
+_RANKED = """
+    WITH c AS (
+        SELECT * FROM jsonb_to_recordset(%(checks)s::jsonb) AS c(check_id text, rank int, sign float8, info jsonb)
+    ), sil AS (
+        SELECT check_id, entity_id, array_agg(id ORDER BY id) AS ids FROM loyalty_monitoring.silences
+        WHERE check_id IN (SELECT check_id FROM c) AND starts_at <= now() AND ends_at > now()
+        GROUP BY check_id, entity_id
+    ), cc AS MATERIALIZED (  -- per check: its silences of the whole check
+        SELECT c.check_id, c.rank, c.sign,
+               coalesce((SELECT ids FROM sil WHERE sil.check_id = c.check_id AND sil.entity_id IS NULL), '{}')
+                   AS check_silences
+        FROM c
+    ), a AS MATERIALIZED (
+        SELECT c.check_id, c.rank, c.sign, c.check_silences,
+               al.value->>'status' AS state, al.value->>'since' AS since,
+               CASE WHEN al.key = '_' THEN NULL ELSE coalesce(al.value->'entity'->>'id', al.key) END AS entity_id,
+               al.value->'entity'->>'name' AS name,
+               CASE WHEN jsonb_typeof(al.value->'entity'->'value') = 'number'
+                    THEN (al.value->'entity'->>'value')::double precision END AS value
+        FROM cc c
+        JOIN loyalty_monitoring.check_state s ON s.check_id = c.check_id AND s.status IN ('firing', 'pending')
+        CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(s.lifecycle->'alerts') = 'object'
+                                           THEN s.lifecycle->'alerts' ELSE '{}'::jsonb END) al
+        WHERE al.value->>'status' IN ('firing', 'pending')
+          AND (%(state)s::text IS NULL OR al.value->>'status' = %(state)s::text)
+    ), ranked AS (
+        SELECT a.check_id, a.state, a.since, a.entity_id, a.name, a.value,
+               a.check_silences || coalesce(x.ids, '{}') AS ids,
+               row_number() OVER (ORDER BY a.rank, a.state <> 'firing', a.sign * a.value NULLS LAST,
+                                           a.name COLLATE "C", a.entity_id COLLATE "C") AS rn
+        FROM a LEFT JOIN sil x ON x.check_id = a.check_id AND x.entity_id = a.entity_id
+    )
+"""
+# One alert as the API shows it: what its check shares, and its own entity, state and silences.
+_ALERT = """c.info || jsonb_build_object(
+    'entity_id', r.entity_id, 'entity_name', CASE WHEN r.entity_id IS NULL THEN NULL ELSE r.name END,
+    'state', r.state, 'since', r.since, 'value', r.value, 'silenced', cardinality(r.ids) > 0,
+    'silence_ids', to_jsonb(r.ids))"""
+
+_PAGE = _RANKED + (  # noqa: S608 - constants only, no input
+    """
+    SELECT """ + _ALERT + """, r.total, r.firing, r.pending, r.silenced FROM (
+        SELECT ranked.*, count(*) OVER () AS total,
+               count(*) FILTER (WHERE state = 'firing') OVER () AS firing,
+               count(*) FILTER (WHERE state = 'pending') OVER () AS pending,
+               count(*) FILTER (WHERE cardinality(ids) > 0) OVER () AS silenced
+        FROM ranked ORDER BY rn OFFSET %(offset)s LIMIT %(limit)s) r
+    JOIN c USING (check_id)
+    ORDER BY r.rn
+""")
+_ALL = _RANKED + (  # noqa: S608 - constants only, no input
+    """
+    SELECT count(*), coalesce(json_agg(""" + _ALERT + """ ORDER BY r.rn) FILTER (
+               WHERE r.rn > %(offset)s AND (%(limit)s::bigint IS NULL OR r.rn <= %(offset)s + %(limit)s::bigint)),
+           '[]')::text
+    FROM ranked r JOIN c USING (check_id)
+""")
+
+
+def ranked_alerts_page(conn, checks: list[dict[str, Any]], state: str | None, offset: int,
+                       limit: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One page of the ranked alerts (as dicts) and the counts over all of them."""
+    cur = conn.execute(_PAGE, {"checks": _json(checks), "state": state, "offset": offset, "limit": limit})
+    rows = cur.fetchall()
+    counts = dict(zip(("total", "firing", "pending", "silenced"), rows[0][1:], strict=True)) if rows else None
+    return [r[0] for r in rows], counts
+
+
+def ranked_alerts_json(conn, checks: list[dict[str, Any]], state: str | None, offset: int,
+                       limit: int | None) -> tuple[int, str]:
+    """(total, the JSON array text of alerts offset..offset+limit), built by PostgreSQL."""
+    row = conn.execute(_ALL, {"checks": _json(checks), "state": state, "offset": offset, "limit": limit}).fetchone()
+    return row[0], row[1]
+
+
+def _json(value: Any):
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value)

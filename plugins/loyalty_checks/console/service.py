@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from functools import lru_cache
 from typing import Any, Iterable
 from urllib.parse import quote
 
 from loyalty_checks.catalog import SEVERITIES, Catalog, Check
 from loyalty_checks.console import queries
-
-STATE_ORDER = {"firing": 0, "pending": 1}
 
 
 def iso(t: dt.datetime | None) -> str | None:
@@ -34,6 +33,7 @@ def dag_of(cat: Catalog, check: Check) -> str:
     return cat.dags[check.severity].dag_id
 
 
+@lru_cache(maxsize=1024)
 def run_path(dag_id: str | None, run_id: str | None) -> str | None:
     """The Airflow UI path of a run, relative to Airflow's base URL (no leading slash)."""
     if not dag_id or not run_id:
@@ -47,10 +47,6 @@ def visible_checks(cat: Catalog, dag_ids: Iterable[str]) -> list[Check]:
     return [c for c in cat.checks if dag_of(cat, c) in dag_ids]
 
 
-def silence_covers(silence: dict[str, Any], check_id: str, entity_id: str | None) -> bool:
-    return silence["check_id"] == check_id and (silence["entity_id"] is None or silence["entity_id"] == entity_id)
-
-
 def _notification(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if not row:
         return None
@@ -58,42 +54,49 @@ def _notification(row: dict[str, Any] | None) -> dict[str, Any] | None:
             "sent_at": iso(row["sent_at"])}
 
 
-def alerts(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, Any]]:
-    """Every alert now firing or pending of `checks`: P0 first, then catalog order, firing
-    before pending, the worst value first."""
-    by_id = {c.id: c for c in checks}
+def _alert_checks(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, Any]]:
+    """What every alert of a check shares (catalog, latest run, last notification), for the
+    checks of `checks` that have an alert now, with their rank: P0 first, then catalog order."""
     order = {c.id: i for i, c in enumerate(cat.checks)}
-    ids = list(by_id)
-    rows = queries.active_alerts(conn, ids)
-    silences = queries.active_silences(conn, ids)
-    last = queries.last_notifications(conn, ids)
+    states = queries.check_states(conn, [c.id for c in checks])
+    last = queries.last_notifications(conn, list(states))
     out = []
-    for r in rows:
-        check = by_id[r["check_id"]]
-        scalar = r["entity_key"] == queries.SCALAR
-        entity_id = None if scalar else str(r["entity_id"] if r["entity_id"] is not None else r["entity_key"])
-        covering = [s["id"] for s in silences if silence_covers(s, check.id, entity_id)]
-        value = number(r["value"])
-        out.append({
-            "check_id": check.id, "severity": check.severity, "title": check.title,
-            "entity_id": entity_id, "entity_name": None if scalar else r["entity_name"],
-            "entity_kind": check.entity,
-            "state": r["state"], "since": iso(r["since"]), "value": value, "threshold": check.threshold,
-            "comparison": check.comparison, "unit": check.unit,
-            "silenced": bool(covering), "silence_ids": covering,
-            "runbook_url": cat.runbook_link(check.id),
-            "dag_id": dag_of(cat, check), "run_id": r["last_run_id"],
-            "run_path": run_path(dag_of(cat, check), r["last_run_id"]),
-            "last_evaluated_at": iso(r["last_evaluated_at"]),
-            "last_notification": _notification(last.get(check.id)),
-            "_key": (SEVERITIES.index(check.severity), order[check.id], STATE_ORDER.get(r["state"], 9),
-                     check.worst_first_key(value) if value is not None else math.inf,
-                     str(r["entity_name"] or ""), entity_id or ""),
-        })
-    out.sort(key=lambda a: a["_key"])
-    for a in out:
-        del a["_key"]
+    for c in checks:
+        state = states.get(c.id)
+        if state is None:
+            continue
+        dag_id = dag_of(cat, c)
+        out.append({"check_id": c.id, "rank": SEVERITIES.index(c.severity) * 10_000 + order[c.id],
+                    "sign": -1.0 if c.comparison in (">", ">=") else 1.0,  # worst first
+                    "info": {"check_id": c.id, "severity": c.severity, "title": c.title, "entity_kind": c.entity,
+                             "threshold": c.threshold, "comparison": c.comparison, "unit": c.unit,
+                             "runbook_url": cat.runbook_link(c.id), "dag_id": dag_id,
+                             "run_id": state["last_run_id"], "run_path": run_path(dag_id, state["last_run_id"]),
+                             "last_evaluated_at": iso(state["last_evaluated_at"]),
+                             "last_notification": _notification(last.get(c.id))}})
     return out
+
+
+def alerts_page(conn, cat: Catalog, checks: list[Check], state: str | None = None, offset: int = 0,
+                limit: int = 100) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Alerts now of `checks` (firing or pending; P0 first, then catalog order, firing before
+    pending, the worst value first), `limit` from `offset`, and counts over all of them."""
+    infos = _alert_checks(conn, cat, checks)
+    if not infos:
+        return [], {"total": 0, "firing": 0, "pending": 0, "silenced": 0}
+    rows, counts = queries.ranked_alerts_page(conn, infos, state, offset, limit)
+    if counts is None:  # past the last page: the counts still
+        _, counts = queries.ranked_alerts_page(conn, infos, state, 0, 1)
+    return rows, counts or {"total": 0, "firing": 0, "pending": 0, "silenced": 0}
+
+
+def alerts_json(conn, cat: Catalog, checks: list[Check], state: str | None = None, offset: int = 0,
+                limit: int | None = None) -> tuple[int, str]:
+    """(total, JSON array text) of the alerts now, ranked as alerts_page, built by PostgreSQL."""
+    infos = _alert_checks(conn, cat, checks)
+    if not infos:
+        return 0, "[]"
+    return queries.ranked_alerts_json(conn, infos, state, offset, limit)
 
 
 def checks_summary(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, Any]]:
@@ -145,3 +148,36 @@ def silence_json(s: dict[str, Any]) -> dict[str, Any]:
 def silences(conn, checks: list[Check]) -> list[dict[str, Any]]:
     rows = queries.current_and_planned_silences(conn, [c.id for c in checks])
     return [{**silence_json(r), "active": r["active"]} for r in rows]
+
+
+def page_history(conn, check: Check, since: dt.datetime, until: dt.datetime, width: int,
+                 changes: int) -> dict[str, Any]:
+    """What the check page draws: the evaluations in about `width` buckets (lowest and
+    highest value of each, so that a year stays one query and spikes stay visible), the
+    latest `changes` alert changes and errors, notifications and silences."""
+    seconds = max((until - since).total_seconds() / width, 1.0)
+    evals = []
+    for b in queries.evaluation_buckets(conn, check.id, since, until, seconds):
+        alert = "firing" if b["firing"] else "ok"
+        if b["errors"] == b["n"]:
+            evals.append({"t": iso(b["t0"]), "value": None, "status": "error", "alert_status": alert,
+                          "error": b["error"]})
+            continue
+        status = "firing" if b["firing"] else "ok"
+        points = [(b["t0"], b["vmin"]), (b["t1"], b["vmax"])] if b["n"] > 1 else [(b["t0"], b["vmin"])]
+        evals += [{"t": iso(t), "value": number(v), "status": status, "alert_status": alert, "error": None}
+                  for t, v in points]
+        if b["errors"]:
+            evals.append({"t": iso(b["t1"]), "value": None, "status": "error", "alert_status": alert,
+                          "error": b["error"]})
+    return {
+        "evaluations": evals,
+        "changes": [{"t": iso(c["t"]), "status": c["status"], "value": number(c["value"]),
+                     "alert_status": c["alert_status"], "previous": c["previous"], "error": c["error"],
+                     "run_path": run_path(c["dag_id"], c["run_id"])}
+                    for c in queries.alert_changes(conn, check.id, since, until, changes)],
+        "notifications": [{"t": iso(n["t"]), "event": n["event"], "channels": list(n["channels"]),
+                           "failed": list(n["failed"]), "last_error": n["last_error"]}
+                          for n in queries.notifications(conn, check.id, since, until)],
+        "silences": [silence_json(s) for s in queries.silences_between(conn, check.id, since, until)],
+    }
