@@ -2,8 +2,10 @@
 catalog -> measure (read-only transaction, bound T) -> evaluate, on a fresh database built
 from include/sql/schema/loyalty.sql (conftest `db`).
 
-Per check: fires (value, entities worst first), not at the threshold, no data, rows after
-T ignored, half-open window (T - window excluded, T included), healthy data.
+Per check: fires (value, details, entities worst first), no data, rows after T ignored,
+half-open window (T - window excluded, T included), healthy data: what the SQL computes.
+Where the catalog's threshold puts the line (a value exactly at it does not fire) is pinned
+by each check's tests/checks/<id>.yaml, not re-typed here.
 """
 
 from __future__ import annotations
@@ -52,12 +54,6 @@ def test_expiration_task_stale_fires_after_26_hours(db):
     assert ev.value == pytest.approx(27)
     assert ev.details["last_success"] == (T - 27 * H).isoformat()
     assert ev.details["failures_since_last_success"] == 2
-
-
-def test_expiration_task_stale_ok_at_exactly_26_hours(db):
-    celery(db, T - 26 * H)
-    ev = run(db, "expiration_task_stale")
-    assert (ev.status, ev.value) == (OK, pytest.approx(26))
 
 
 def test_expiration_task_stale_healthy(db):
@@ -112,13 +108,6 @@ def test_google_wallet_down_fires_when_both_latest_runs_fail(db):
     assert ev.details["latest_failure_ratio"] == pytest.approx(0.6)
 
 
-def test_google_wallet_down_ok_when_one_run_is_at_the_threshold(db):
-    sync_run(db, "google", T - 20 * MIN, cards_total=100, cards_failed=50)   # exactly 0.50
-    sync_run(db, "google", T - 5 * MIN, cards_total=100, cards_failed=100)
-    ev = run(db, "google_wallet_down")
-    assert (ev.status, ev.value) == (OK, pytest.approx(0.5))
-
-
 def test_google_wallet_down_only_the_two_latest_runs_count(db):
     sync_run(db, "google", T - 60 * MIN, cards_total=100, cards_failed=100)
     sync_run(db, "google", T - 40 * MIN, cards_total=100, cards_failed=100)
@@ -165,14 +154,6 @@ def test_wallet_sync_failures_fires_per_provider_worst_first(db):
     assert google["failed_card_ids_sample"] == "1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
 
 
-def test_wallet_sync_failures_not_at_the_threshold(db):
-    sync_run(db, "google", T - 30 * MIN, cards_total=100, failed_card_ids=range(1, 6))    # 0.05
-    sync_run(db, "apple", T - 30 * MIN, cards_total=100, failed_card_ids=range(1, 7))     # 0.06
-    ev = run(db, "wallet_sync_failures")
-    assert ids(ev) == ["apple"]
-    assert ev.entities_total == 2
-
-
 def test_wallet_sync_failures_healthy(db):
     sync_run(db, "google", T - 30 * MIN, cards_total=1000, failed_card_ids=[7])
     ev = run(db, "wallet_sync_failures")
@@ -213,13 +194,6 @@ def test_email_failure_rate_fires(db):
     assert (ev.status, ev.value) == (FIRING, pytest.approx(0.02))
     assert ev.details == {"failed": 2, "attempted": 100, "queued": 500,
                           "most_failed_template": "loyalty_points_expiring"}
-
-
-def test_email_failure_rate_not_at_the_threshold(db):
-    emails(db, 1, "failed", T - 1 * H)
-    emails(db, 99, "sent", T - 1 * H)
-    ev = run(db, "email_failure_rate")
-    assert (ev.status, ev.value) == (OK, pytest.approx(0.01))
 
 
 def test_email_failure_rate_only_loyalty_templates(db):
@@ -333,14 +307,6 @@ def test_high_churn_fires(db, points_program):
     assert ev.details == {"at_risk_cards": 2, "active_cards": 5}
 
 
-def test_high_churn_not_at_the_threshold(db, points_program):
-    churn_card(db, 1, T - 31 * D)
-    for i in range(2, 6):
-        churn_card(db, i, T - 2 * D)
-    ev = run(db, "high_churn")
-    assert (ev.status, ev.value) == (OK, pytest.approx(0.2))
-
-
 def test_high_churn_no_data(db, points_program):
     churn_card(db, 1, T - 100 * D)
     churn_card(db, 2, T - 1 * D, is_active=False)
@@ -411,13 +377,6 @@ def test_low_redemption_rate_fires(db, one_card):
     ev = run(db, "low_redemption_rate")
     assert (ev.status, ev.value) == (FIRING, pytest.approx(0.2))
     assert ev.details == {"points_issued": 1000, "points_redeemed": 200}
-
-
-def test_low_redemption_rate_not_at_the_threshold(db, one_card):
-    tx(db, 1, 1, "points_earn", T - 10 * D, points=1000)
-    tx(db, 1, 1, "points_redeem", T - 5 * D, points=-300)
-    ev = run(db, "low_redemption_rate")
-    assert (ev.status, ev.value) == (OK, pytest.approx(0.3))
 
 
 def test_low_redemption_rate_half_open_window(db, one_card):
@@ -691,13 +650,6 @@ def test_p0_checks_stale_fires_after_three_intervals(monitoring):
     p0_evaluation(monitoring, T - 5 * MIN, "manual__b")  # a test run does not prove the scheduler runs
     ev = run(monitoring, "p0_checks_stale")
     assert ev.status == "firing" and ev.value == pytest.approx(20)
-
-
-def test_p0_checks_stale_ok_at_exactly_15_minutes_and_ignores_later_rows(monitoring):
-    p0_evaluation(monitoring, T - 15 * MIN, "scheduled__a")
-    p0_evaluation(monitoring, T + 5 * MIN, "scheduled__later")
-    ev = run(monitoring, "p0_checks_stale")
-    assert ev.status == "ok" and ev.value == pytest.approx(15)
 
 
 def test_p0_checks_stale_no_data_without_scheduled_runs(monitoring):
