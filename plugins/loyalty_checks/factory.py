@@ -54,6 +54,8 @@ Runs `{spec.schedule}` (UTC). Each check evaluates as of the run's logical time 
 `loyalty_db` (read only, statement timeout {format_duration(spec.statement_timeout)}), records the result in
 `loyalty_monitoring_db` and notifies on changes (and reminders) only: **{routes}**.
 Lifecycle, silences (the `loyalty_silences` DAG) and errors: docs/lifecycle.md.
+What fires now, since when, what was sent and the silences: [the alert console](loyalty/?dag_id={spec.dag_id})
+(also this DAG's **Alerts** tab).
 
 | check | title | metric | fires when | window | lifecycle |
 |---|---|---|---|---|---|
@@ -108,6 +110,13 @@ def _check_group(check: Check, spec: DagSpec):
     return group
 
 
+HEARTBEAT_DOC = """Pings an outside dead man's switch (Healthchecks.io, Cronitor...) when the run
+finishes, through the HTTP connection `loyalty_heartbeat`. **Skipped is normal when that
+connection is not defined**: there is then no outside heartbeat, and the P1 check
+`p0_checks_stale` still pages when scheduled P0 runs stop. `heartbeat_failed` runs
+instead of `heartbeat` when a check could not be evaluated."""
+
+
 def _add_heartbeat(groups: list, spec: DagSpec) -> None:
     """Ping the dead man's switch (connection `loyalty_heartbeat`) when a P0 run finishes.
 
@@ -118,11 +127,11 @@ def _add_heartbeat(groups: list, spec: DagSpec) -> None:
     hb = budget.heartbeat_task(spec)
     limits = {"execution_timeout": hb.execution_timeout, "retries": hb.retries}
 
-    @task(task_id="heartbeat", trigger_rule=TriggerRule.NONE_FAILED, **limits)
+    @task(task_id="heartbeat", trigger_rule=TriggerRule.NONE_FAILED, doc_md=HEARTBEAT_DOC, **limits)
     def heartbeat():
         tasks.ping_heartbeat(failed=False, timeout=spec.http_timeout)
 
-    @task(task_id="heartbeat_failed", trigger_rule=TriggerRule.ONE_FAILED, **limits)
+    @task(task_id="heartbeat_failed", trigger_rule=TriggerRule.ONE_FAILED, doc_md=HEARTBEAT_DOC, **limits)
     def heartbeat_failed():
         tasks.ping_heartbeat(failed=True, timeout=spec.http_timeout)
 
@@ -163,11 +172,28 @@ def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
     return dag
 
 
+SILENCES_DOC = """
+### Silences of the loyalty checks
+
+A silenced check (or one store, merchant or provider of it) is still evaluated and
+recorded, but notifies nobody until the silence ends. The easiest way is the
+[alert console's silences page](loyalty/silences) (list, add, expire, as you). Here:
+trigger this DAG with **action** `add` (check, optional entity, duration or end time,
+optional start, reason), `expire` (silence id) or `list` (the task log lists them).
+
+From a shell with the Airflow connections:
+
+```
+python -m loyalty_checks.silences add --check rate_limit_spikes --entity 42 --for 4h --reason "load test" --author alice
+python -m loyalty_checks.silences list [--all]
+python -m loyalty_checks.silences expire 7
+```
+"""
+
+
 def build_silences_dag(cat: Catalog | None = None) -> DAG:
     """`loyalty_silences`: trigger it with params to add, end or list silences from the UI."""
     from airflow.sdk import Param
-
-    from loyalty_checks.silences import __doc__ as silences_doc
 
     cat = cat or catalog()
     ids = [c.id for c in cat.checks]
@@ -178,7 +204,7 @@ def build_silences_dag(cat: Catalog | None = None) -> DAG:
         start_date=START_DATE,
         catchup=False,
         tags=["loyalty", "monitoring", "silences"],
-        doc_md=silences_doc,
+        doc_md=SILENCES_DOC,
         params={
             "action": Param("add", enum=["add", "expire", "list"], description="add, expire or list silences"),
             "check_id": Param(ids[0], enum=ids, description="the check to silence"),
@@ -187,9 +213,10 @@ def build_silences_dag(cat: Catalog | None = None) -> DAG:
             "duration": Param("2h", type=["null", "string"], description="how long from now (30m, 4h, 2d)"),
             "until": Param("", type=["null", "string"], description="or an end time, ISO 8601 (wins over duration)"),
             "starts_at": Param("", type=["null", "string"], description="start later, ISO 8601 (planned maintenance); empty = now"),
-            "reason": Param("", type="string", description="why: shown in every message while it lasts"),
-            "author": Param("", type=["null", "string"], description="who; default: the user who triggers"),
-            "silence_id": Param(None, type=["null", "integer"], description="for expire: the silence's id"),
+            "reason": Param("", type=["null", "string"],
+                            description="add: why (required to add): shown in every message while it lasts"),
+            "author": Param("", type=["null", "string"], description="add: who; default: the user who triggers"),
+            "silence_id": Param(None, type=["null", "integer"], description="expire: the silence's id"),
         },
         default_args={"owner": cat.dags["P0"].owner, "retries": 0},
     ) as dag:
