@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
@@ -210,6 +211,7 @@ def heartbeat_task(spec: "DagSpec") -> TaskBudget:
                       f"HTTP {_s(spec.http_timeout):g} s + grace {_s(spec.grace):g} s")
 
 
+@lru_cache(maxsize=32)
 def schedule_interval(schedule: str) -> timedelta | None:
     """The shortest time between two runs of a cron schedule (None if not a cron expression)."""
     from croniter import croniter
@@ -219,7 +221,7 @@ def schedule_interval(schedule: str) -> timedelta | None:
     expr = presets.get(schedule, schedule)
     try:
         it = croniter(expr, datetime(2026, 1, 1, tzinfo=timezone.utc))
-        fires = [it.get_next(datetime) for _ in range(400)]
+        fires = [it.get_next(datetime) for _ in range(60)]
     except Exception:  # noqa: BLE001 - not a cron expression: nothing to compare with
         return None
     return min(b - a for a, b in zip(fires, fires[1:], strict=False))
