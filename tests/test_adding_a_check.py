@@ -1,6 +1,6 @@
 """Adding a check is four files (README "Adding a check"), proved on a copy of the repository.
 
-A site adds `points_adjustment_spikes` (P1, per merchant) by writing only its catalog entry,
+A site adds `staff_points_adjustments` (P1, per merchant) by writing only its catalog entry,
 its SQL file, its runbook section and its YAML test into a copy of this working tree, and
 nothing else. Then, in that copy: `python -m loyalty_checks.testing` passes the YAML test
 (and exits 1 on a wrong expectation, 2 on an unknown table); the tests that hold the
@@ -24,19 +24,19 @@ import pytest
 
 from tests.conftest import ROOT, connection_env
 
-CHECK_ID = "points_adjustment_spikes"
+CHECK_ID = "staff_points_adjustments"
 T = dt.datetime(2026, 11, 16, 12, 0, tzinfo=dt.timezone.utc)
 
 # ---------------------------------------------------------------- the four files
 
 CATALOG_ENTRY = """\
-  - id: points_adjustment_spikes
+  - id: staff_points_adjustments
     severity: P1
-    title: Points adjustment spikes
+    title: Staff points adjustments
     description: >-
       A merchant's manual points adjustments (points_adjust) moved more than 10,000
       points, in either direction, within the last hour.
-    sql: p1/points_adjustment_spikes.sql
+    sql: p1/staff_points_adjustments.sql
     metric: points moved by points_adjust transactions in the window, per merchant
     unit: points
     comparison: ">"
@@ -50,7 +50,7 @@ CATALOG_ENTRY = """\
 """
 
 SQL = """\
--- points_adjustment_spikes (P1): per merchant, the points moved (absolute values) by the
+-- staff_points_adjustments (P1): per merchant, the points moved (absolute values) by the
 -- transactions of kind %(kind)s created in (T - window, T].
 --   entity  the merchant (entity_id = merchant id, entity_name = merchant name)
 --   no data no adjustment in the window (no row)
@@ -75,7 +75,7 @@ ORDER BY value DESC, entity_id;
 """
 
 RUNBOOK_SECTION = """
-## points_adjustment_spikes
+## staff_points_adjustments
 
 P1, Slack. *Notification says "could not be evaluated"? See [Could not be evaluated](#could-not-be-evaluated).*
 
@@ -111,7 +111,7 @@ An hourly run in which no merchant's adjustments over the last hour moved more t
 """
 
 YAML_TEST = """\
-check: points_adjustment_spikes
+check: staff_points_adjustments
 given:
   merchants: [{id: 1, name: Alpha}, {id: 2, name: Beta}]
   loyalty_programs:
@@ -158,6 +158,10 @@ NOT_COPIED = shutil.ignore_patterns(".git", ".venv", ".demo", ".bench", ".ruff_c
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """A copy of the working tree with the four files of the new check written into it."""
+    from loyalty_checks.catalog import catalog as shipped
+
+    if CHECK_ID in {c.id for c in shipped().checks}:
+        pytest.skip(f"{CHECK_ID} is in the catalog already: nothing to add")
     copy = tmp_path_factory.mktemp("site") / "repo"
     shutil.copytree(ROOT, copy, ignore=NOT_COPIED)
     catalog = copy / "include" / "checks.yaml"
@@ -247,8 +251,10 @@ def test_the_p1_dag_alerts_on_it(site, pg, db, loyalty_db, sink, tmp_path, airfl
     assert re.findall(r"DagRun Finished: .*?state=(\w+)", log)[-1:] == ["success"], log[-4000:]
     assert f"{CHECK_ID}.measure" in log
     requests = sink.take()
-    assert [r["path"] for r in requests] == ["/slack/alerts"], requests
-    body = requests[0]["body"]
-    assert body["text"].startswith("[P1] FIRING: Points adjustment spikes"), body["text"]
-    text = json.dumps(body)
-    assert f"docs/runbooks.md#{CHECK_ID}" in text and "Alpha" in text
+    ours = [r for r in requests if f"docs/runbooks.md#{CHECK_ID}" in json.dumps(r["body"])]
+    assert [r["path"] for r in ours] == ["/slack/alerts"], requests
+    body = ours[0]["body"]
+    assert body["text"].startswith("[P1] FIRING: Staff points adjustments"), body["text"]
+    assert "Alpha" in json.dumps(body)
+    # a P1 trigger goes to Slack only: nothing pages
+    assert not [r for r in requests if r["path"].startswith("/pagerduty")], requests
