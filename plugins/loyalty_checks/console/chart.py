@@ -66,6 +66,23 @@ def _reduce(points: list[tuple[float, float | None]], columns: int) -> list[tupl
     return out
 
 
+def _notification_marks(notes: list[dict[str, Any]], x_of) -> list[dict[str, Any]]:
+    """One mark per notification, or per 3 pixels when they are denser (a year of them)."""
+    marks: dict[int, dict[str, Any]] = {}
+    for n in notes:
+        x = x_of(n["t"])
+        text = f"{n['event']} → {', '.join(n['channels']) or 'not sent'} at {n['t']}"
+        mark = marks.setdefault(int(x // 3), {"x": x, "event": n["event"], "lines": []})
+        mark["lines"].append(text)
+    out = []
+    for mark in marks.values():
+        lines = mark.pop("lines")
+        mark["title"] = lines[0] if len(lines) == 1 else f"{len(lines)} notifications: " + "; ".join(lines[:5]) + (
+            " …" if len(lines) > 5 else "")
+        out.append(mark)
+    return out
+
+
 def build(history: dict[str, Any], threshold: float, recovery: float | None, since: dt.datetime,
           until: dt.datetime) -> dict[str, Any]:
     """Geometry of the chart for templates/check.html."""
@@ -137,9 +154,7 @@ def build(history: dict[str, Any], threshold: float, recovery: float | None, sin
                       "title": f"silence #{s['id']} by {s['author']}: {s['reason']}"
                                + (f" (entity {s['entity_id']})" if s["entity_id"] else "")}
                      for s in history["silences"]],
-        "notifications": [{"x": X(fx(_t(n["t"]))), "event": n["event"],
-                           "title": f"{n['event']} → {', '.join(n['channels']) or 'not sent'} at {n['t']}"}
-                          for n in history["notifications"]],
+        "notifications": _notification_marks(history["notifications"], lambda t: X(fx(_t(t)))),
         "errors": [{"x": X(fx(_t(e["t"]))), "title": f"error at {e['t']}: {e['error'] or ''}"[:300]}
                    for e in evals if e["status"] == "error"],
         "empty": not evals,

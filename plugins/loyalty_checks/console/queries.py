@@ -137,10 +137,12 @@ def alert_changes(conn, check_id: str, since: dt.datetime, until: dt.datetime, l
     newest first (at most `limit`)."""
     return _rows(conn, """
         SELECT t, status, value, alert_status, previous, error, dag_id, run_id FROM (
+            -- Newest first through the primary key, so that the LIMIT stops the scan early.
             SELECT evaluated_at AS t, status, value, alert_status, error, dag_id, run_id,
-                   lag(alert_status) OVER (ORDER BY evaluated_at) AS previous
+                   lead(alert_status) OVER (ORDER BY evaluated_at DESC) AS previous
             FROM loyalty_monitoring.evaluations
-            WHERE check_id = %(check)s AND evaluated_at >= %(since)s AND evaluated_at <= %(until)s) e
+            WHERE check_id = %(check)s AND evaluated_at >= %(since)s AND evaluated_at <= %(until)s
+            ORDER BY evaluated_at DESC) e
         WHERE status = 'error' OR (previous IS NOT NULL AND previous <> alert_status)
         ORDER BY t DESC LIMIT %(limit)s
         """, {"check": check_id, "since": since, "until": until, "limit": limit})
