@@ -45,6 +45,12 @@ def bodies(sink, prefix):
     return [r["body"] for r in sink.take(prefix)]
 
 
+def p0_error_keys(*sources: str) -> list[str]:
+    """The error incidents of the P0 checks reading those connections: each check reports its
+    own (expiration_task_stale and google_wallet_down, and a site's own P0 checks)."""
+    return sorted(f"loyalty/{c.id}/error" for c in catalog().for_severity("P0") if c.source in sources)
+
+
 # ---------------------------------------------------------------- P0: trigger -> still firing -> resolve
 
 def test_p0_trigger_then_silence_then_resolve(db, run_dag, sink):
@@ -159,15 +165,14 @@ def test_unreachable_loyalty_db_pages_an_error_once_then_resolves_it(db, run_dag
     assert states["expiration_task_stale.report_error"] == "success"
     assert states["expiration_task_stale.notify_pagerduty"] == "upstream_failed"
     pages = bodies(sink, "/pagerduty")
-    assert sorted(p["dedup_key"] for p in pages) == [
-        "loyalty/expiration_task_stale/error", "loyalty/google_wallet_down/error"]
+    assert sorted(p["dedup_key"] for p in pages) == p0_error_keys("loyalty_db")
     assert {p["event_action"] for p in pages} == {"trigger"}
     page = next(p for p in pages if p["dedup_key"] == "loyalty/expiration_task_stale/error")
     assert page["payload"]["severity"] == "error"
     assert "could not be evaluated" in page["payload"]["summary"]
     assert "OperationalError" in page["payload"]["custom_details"]["error"]
     slack = bodies(sink, "/slack/alerts")
-    assert len(slack) == 2 and all("CHECK FAILED" in s["text"] for s in slack)
+    assert len(slack) == len(p0_error_keys("loyalty_db")) and all("CHECK FAILED" in s["text"] for s in slack)
 
     run_dag(P0, T + 5 * MIN)  # still unreachable: already reported
     assert sink.requests == []
@@ -178,7 +183,7 @@ def test_unreachable_loyalty_db_pages_an_error_once_then_resolves_it(db, run_dag
     assert dr.state == "success"
     pages = bodies(sink, "/pagerduty")
     assert sorted((p["event_action"], p["dedup_key"]) for p in pages) == [
-        ("resolve", "loyalty/expiration_task_stale/error"), ("resolve", "loyalty/google_wallet_down/error")]
+        ("resolve", key) for key in p0_error_keys("loyalty_db")]
     assert all("CHECK RUNS AGAIN" in s["text"] for s in bodies(sink, "/slack/alerts"))
 
 
