@@ -127,25 +127,29 @@ def evaluation_buckets(conn, check_id: str, since: dt.datetime, until: dt.dateti
                (array_agg(error ORDER BY evaluated_at) FILTER (WHERE status = 'error'))[1] AS error
         FROM loyalty_monitoring.evaluations
         WHERE check_id = %(check)s AND evaluated_at >= %(since)s AND evaluated_at <= %(until)s
-        GROUP BY floor(extract(epoch FROM evaluated_at) / %(seconds)s)
+        GROUP BY date_bin(make_interval(secs => %(seconds)s), evaluated_at, timestamptz '2000-01-01')
         ORDER BY t0
         """, {"check": check_id, "since": since, "until": until, "seconds": seconds})
 
 
+SCAN_LIMIT = 20_000  # evaluations the timeline looks through: 70 days of a P0 check, 2 years of a P1 check
+
+
 def alert_changes(conn, check_id: str, since: dt.datetime, until: dt.datetime, limit: int) -> list[dict[str, Any]]:
     """Evaluations of one check in [since, until] that changed its alert status or failed,
-    newest first (at most `limit`)."""
+    newest first: at most `limit`, among the newest SCAN_LIMIT evaluations."""
     return _rows(conn, """
         SELECT t, status, value, alert_status, previous, error, dag_id, run_id FROM (
-            -- Newest first through the primary key, so that the LIMIT stops the scan early.
-            SELECT evaluated_at AS t, status, value, alert_status, error, dag_id, run_id,
-                   lead(alert_status) OVER (ORDER BY evaluated_at DESC) AS previous
-            FROM loyalty_monitoring.evaluations
-            WHERE check_id = %(check)s AND evaluated_at >= %(since)s AND evaluated_at <= %(until)s
-            ORDER BY evaluated_at DESC) e
+            SELECT t, status, value, alert_status, error, dag_id, run_id,
+                   lead(alert_status) OVER (ORDER BY t DESC) AS previous
+            FROM (  -- the newest SCAN_LIMIT evaluations, backwards through the primary key
+                SELECT evaluated_at AS t, status, value, alert_status, error, dag_id, run_id
+                FROM loyalty_monitoring.evaluations
+                WHERE check_id = %(check)s AND evaluated_at >= %(since)s AND evaluated_at <= %(until)s
+                ORDER BY evaluated_at DESC LIMIT %(scan)s) newest) e
         WHERE status = 'error' OR (previous IS NOT NULL AND previous <> alert_status)
         ORDER BY t DESC LIMIT %(limit)s
-        """, {"check": check_id, "since": since, "until": until, "limit": limit})
+        """, {"check": check_id, "since": since, "until": until, "limit": limit, "scan": SCAN_LIMIT})
 
 
 def check_states(conn, check_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
