@@ -222,6 +222,14 @@ _ALL = _RANKED + (  # noqa: S608 - constants only, no input
     FROM ranked r JOIN c USING (check_id)
 """)
 
+_PAGE_JSON = _RANKED + (  # noqa: S608 - constants only, no input
+    """
+    SELECT (SELECT count(*) FROM ranked), coalesce((
+        SELECT json_agg(""" + _ALERT + """ ORDER BY r.rn)
+        FROM (SELECT * FROM ranked ORDER BY rn OFFSET %(offset)s LIMIT %(limit)s) r JOIN c USING (check_id)),
+        '[]')::text
+""")
+
 
 def ranked_alerts_page(conn, checks: list[dict[str, Any]], state: str | None, offset: int,
                        limit: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -235,7 +243,7 @@ def ranked_alerts_page(conn, checks: list[dict[str, Any]], state: str | None, of
 def ranked_alerts_json(conn, checks: list[dict[str, Any]], state: str | None, offset: int,
                        limit: int | None) -> tuple[int, str]:
     """(total, the JSON array text of alerts offset..offset+limit), built by PostgreSQL."""
-    row = conn.execute(_ALL, {"checks": _json(checks), "state": state, "offset": offset, "limit": limit}).fetchone()
+    row = conn.execute(_ALL if limit is None else _PAGE_JSON, {"checks": _json(checks), "state": state, "offset": offset, "limit": limit}).fetchone()
     return row[0], row[1]
 
 
