@@ -41,6 +41,17 @@ def _lifecycle_text(c: Check) -> str:
     return "; ".join(parts)
 
 
+def _grid_text(spec: DagSpec) -> str:
+    """What the task colours mean, for the tasks this DAG has."""
+    if spec.routes == ("digest",):
+        return ("In the grid: `evaluate` green = the check was evaluated and recorded; `measure` red = it could "
+                "not be, and `report_error` reported it; `post_digest` sends the weekly digest and "
+                "`fail_if_any_failed` turns the run red when a check failed.")
+    return ("In the grid: `decide` green with `notify_*` skipped = evaluated, nothing new to say; `notify_*` "
+            "green = a notification went out; `measure` red = the check could not be evaluated, and "
+            "`report_error` reported it.")
+
+
 def _doc_md(spec: DagSpec, checks: tuple[Check, ...], cat: Catalog) -> str:
     rows = "\n".join(
         f"| [`{c.id}`]({cat.runbook_link(c.id)}) | {c.title} | {c.metric} "
@@ -61,9 +72,7 @@ What fires now, since when, what was sent and the silences: [the alert console](
 |---|---|---|---|---|---|
 {rows}
 
-In the grid: `decide` green with `notify_*` skipped = evaluated, nothing new to say;
-`notify_*` green = a notification went out; `measure` red = the check could not be
-evaluated, and `report_error` reported it. Thresholds live in `include/checks.yaml`.
+{_grid_text(spec)} Thresholds live in `include/checks.yaml`.
 
 {budget.budget_table(spec, checks)}
 """
