@@ -41,21 +41,39 @@ def run_url(context) -> str:
     return f"{base.rstrip('/')}/dags/{context['dag'].dag_id}/runs/{quote(context['run_id'], safe='')}"
 
 
+def bound_parameters_template(check: Check) -> str:
+    """The values the check's SQL gets, as a JSON template Airflow renders per run (T from the run)."""
+    import json
+
+    from loyalty_checks.text import format_duration
+
+    def shown(value: Any) -> Any:
+        return f"interval '{format_duration(value)}'" if isinstance(value, dt.timedelta) else value
+
+    values = {"t": "{{ (logical_date or dag_run.run_after).isoformat() }}",
+              "window": shown(check.window) if check.window is not None else None,
+              **{name: shown(value) for name, value in check.params.items()}}
+    return json.dumps(values, indent=2)
+
+
 class CheckMetricOperator(BaseOperator):
     """Run one check's SQL file on `loyalty_db` as of T in a read-only transaction.
 
     Returns the measurement (value, details, entities) for the threshold branch. The
-    SQL is an Airflow template, so the task's "Rendered Template" shows it.
+    SQL is an Airflow template, so the task's "Rendered Template" shows it, and beside it
+    `bound_parameters`: the values bound to %(t)s, %(window)s and the check's params.
     """
 
-    template_fields = ("sql",)
+    template_fields = ("sql", "bound_parameters")
     template_ext = (".sql",)
-    template_fields_renderers = {"sql": "sql"}
+    template_fields_renderers = {"sql": "sql", "bound_parameters": "json"}
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, check_id: str, sql: str, conn_id: str = connections.LOYALTY_DB, **kwargs):
+    def __init__(self, *, check_id: str, sql: str, conn_id: str = connections.LOYALTY_DB,
+                 bound_parameters: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.check_id, self.sql, self.conn_id = check_id, sql, conn_id
+        self.bound_parameters = bound_parameters or bound_parameters_template(catalog().check(check_id))
 
     def execute(self, context) -> dict[str, Any]:
         from loyalty_checks.measure import measure_sql

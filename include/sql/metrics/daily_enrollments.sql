@@ -1,5 +1,5 @@
 -- Digest metric daily_enrollments: cards enrolled per UTC day, for the 7 (window) UTC
--- days ending with T's day (that last day counted up to T). One row per day, oldest
+-- days ending with T’s day (that last day counted up to T). One row per day, oldest
 -- first, days without enrollment included with 0.
 --   label 'YYYY-MM-DD' (UTC), value cards enrolled that day
 -- Reads: loyalty_cards_enrolled_at_idx.

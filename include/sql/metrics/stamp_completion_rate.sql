@@ -2,7 +2,7 @@
 -- at or before T that have at least one stamp_redeem at or before T.
 --   one row: label 'stamp completion rate', value the share (NULL when there is no
 --   stamp-program card)
--- Weekly: scans the stamp programs' cards; probes loyalty_transactions_card_created_at_idx.
+-- Weekly: scans the stamp programs’ cards; probes loyalty_transactions_card_created_at_idx.
 WITH stamp_cards AS (
     SELECT c.id,
            EXISTS (

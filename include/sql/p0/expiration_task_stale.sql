@@ -2,7 +2,7 @@
 -- (the task_name parameter), as of T.
 --   value   hours from the latest celery_taskmeta.date_done with status SUCCESS and
 --           date_done <= T, to T
---   no data NULL when the task never succeeded up to T (the catalog's no_data: fire)
+--   no data NULL when the task never succeeded up to T (the catalog’s no_data: fire)
 -- celery_taskmeta.date_done is `timestamp without time zone` holding UTC: T is compared
 -- as UTC wall-clock time. Reads: celery_taskmeta_success_name_date_done_idx (one probe)
 -- and celery_taskmeta_name_date_done_idx (failures since then).

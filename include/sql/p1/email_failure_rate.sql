@@ -2,7 +2,7 @@
 -- the template_pattern parameter, loyalty\_ prefix) created in (T - window, T] that failed:
 --   failed / (every status but 'queued')
 --   no data NULL when none of them left the queue (does not fire)
--- Never reads recipient. Reads: email_logs_created_at_idx (the window's e-mails).
+-- Never reads recipient. Reads: email_logs_created_at_idx (the window’s e-mails).
 WITH loyalty_emails AS (
     SELECT e.template_code, e.status
     FROM email_logs AS e

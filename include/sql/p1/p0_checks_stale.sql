@@ -1,4 +1,4 @@
--- p0_checks_stale (P1, runs on loyalty_monitoring_db): the dead man's switch inside
+-- p0_checks_stale (P1, runs on loyalty_monitoring_db): the dead man’s switch inside
 -- Airflow. Minutes from the latest evaluation recorded by a *scheduled* run of the P0
 -- DAG (%(dag_id)s) to T. Manual runs and `airflow dags test` do not count, so a test
 -- or backfill never makes the P0 DAG look alive, nor stale.

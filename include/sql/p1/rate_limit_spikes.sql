@@ -3,7 +3,7 @@
 --   entity  the store (entity_id = store id, entity_name = store name)
 --   details merchant_name, minute (the worst minute, latest on a tie), events_in_window
 --   no data no 429 with a store in the window (no row)
--- Reads: rate_limit_events_occurred_at_idx (the window's events), then stores_pkey and
+-- Reads: rate_limit_events_occurred_at_idx (the window’s events), then stores_pkey and
 -- merchants_pkey once per store in the window.
 WITH window_events AS (
     SELECT ev.store_id,

@@ -4,7 +4,7 @@
 --   entity  the provider (entity_id = entity_name = provider)
 --   no data no run finished in the window (no row); providers whose runs synced no card
 --           (sum(cards_total) = 0) are left out
--- Reads: loyalty_wallet_sync_runs_finished_idx (the window's runs).
+-- Reads: loyalty_wallet_sync_runs_finished_idx (the window’s runs).
 WITH window_runs AS (
     SELECT r.provider, r.cards_total, r.failed_card_ids
     FROM loyalty_wallet_sync_runs AS r

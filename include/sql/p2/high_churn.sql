@@ -4,7 +4,7 @@
 --   at risk active cards whose last activity is at or before T - at_risk_after
 --   value   at-risk / active
 --   no data NULL when there is no active card (does not fire)
--- is_active, anonymized_at and last_activity_at are the cards' current state: a card
+-- is_active, anonymized_at and last_activity_at are the cards’ current state: a card
 -- with activity after T drops out of a back-dated run. Weekly: scans loyalty_cards
 -- (last_activity_at is deliberately not indexed, see the schema).
 WITH active_cards AS (

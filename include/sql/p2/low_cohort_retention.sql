@@ -6,7 +6,7 @@
 --           points_redeem transaction in [M + 3 months, M + 4 months)
 --   no data NULL for an empty cohort (does not fire)
 -- Reads: loyalty_cards_enrolled_at_idx (the cohort) and
--- loyalty_transactions_card_created_at_idx (each cohort card's month M+3).
+-- loyalty_transactions_card_created_at_idx (each cohort card’s month M+3).
 WITH months AS (
     SELECT (m AT TIME ZONE 'UTC')                                AS cohort_start,
            ((m + interval '1 month') AT TIME ZONE 'UTC')         AS cohort_end,

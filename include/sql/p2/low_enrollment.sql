@@ -2,7 +2,7 @@
 -- T - window, the number of its cards enrolled in (T - window, T] (0 included).
 --   entity  the merchant (entity_id = merchant id, entity_name = merchant name)
 --   no data no such merchant (no row)
--- Reads: loyalty_programs (small) and loyalty_cards_enrolled_at_idx (the window's cards).
+-- Reads: loyalty_programs (small) and loyalty_cards_enrolled_at_idx (the window’s cards).
 WITH eligible_merchants AS (
     SELECT p.merchant_id,
            count(*) AS active_programs

@@ -2,7 +2,7 @@
 --   issued   sum(points) of points_earn transactions
 --   redeemed -sum(points) of points_redeem transactions (stored negative)
 --   no data  NULL when no point was issued in the window (does not fire)
--- Reads: loyalty_transactions_kind_created_at_idx (the two kinds' window rows).
+-- Reads: loyalty_transactions_kind_created_at_idx (the two kinds’ window rows).
 WITH window_points AS (
     SELECT tx.kind, tx.points
     FROM loyalty_transactions AS tx
