@@ -408,7 +408,14 @@ def test_backtest_page_runs_the_backtest_with_its_chart(console):
         token = _form_token(page.text)
         assert c.post("/loyalty/backtest", data=form, headers={"Origin": origin}).status_code == 403  # no token
         r = c.post("/loyalty/backtest", data={**form, "csrf_token": token}, headers={"Origin": origin})
+        assert r.status_code == 303, r.text[:3000]
+        assert r.headers["location"].startswith("backtest/")  # stored, and shown at its own address
+        bid = int(r.headers["location"].split("/")[1])
+        r = c.get(f"/loyalty/backtest/{bid}")
         assert r.status_code == 200, r.text[:3000]
+        assert f"Backtest #{bid} of <code>{CHECK}</code>" in r.text and "by admin" in r.text
+        assert f'<a href="../backtest/{bid}">{bid}</a>' in r.text  # listed among the recent ones
+        assert c.get("/loyalty/backtest/999999").status_code == 404
         assert 'id="backtest-chart"' in r.text and "data:image/png;base64,iVBOR" in r.text
         assert "<th>current catalog</th>" in r.text and "with these settings" in r.text
         rows = re.findall(r"<tr><td class=\"num\">([^<]+)</td><td><span class=\"badge notification\">(\w+)</span>",

@@ -9,11 +9,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse
 
+from loyalty_checks.console import db, queries
 from loyalty_checks.console.auth import CSRF_FIELD, Viewer, check_csrf, page_reader, require_write
 from loyalty_checks.console.common import now, render, visible, visible_check
 from loyalty_checks.console.models import FieldError, naive_as_utc
@@ -38,10 +41,14 @@ def _require_module():
 
 
 def _page(request: Request, viewer: Viewer, form: dict[str, str], status: int = 200,
-          error: FieldError | None = None, result: dict[str, Any] | None = None, png: str | None = None):
+          error: FieldError | None = None, result: dict[str, Any] | None = None, png: str | None = None,
+          stored: dict[str, Any] | None = None, depth: int = 0):
     _, checks = visible(viewer)
-    return render("backtest.html", status=status, **base_context(request, viewer, 0, "backtest", "Backtest"),
-                  checks=checks, form=form, error=error, result=result, png=png, max_evaluations=MAX_EVALUATIONS)
+    with db.connection() as conn, db.reading(conn):
+        recent = queries.recent_backtests(conn, [c.id for c in checks])
+    return render("backtest.html", status=status, **base_context(request, viewer, depth, "backtest", "Backtest"),
+                  checks=checks, form=form, error=error, result=result, png=png, max_evaluations=MAX_EVALUATIONS,
+                  recent=recent, stored=stored)
 
 
 def _defaults() -> dict[str, str]:
@@ -66,10 +73,11 @@ def _field_of(message: str) -> str:
     return "overrides"
 
 
-def run(viewer: Viewer, form: dict[str, str]) -> tuple[dict[str, Any], str]:
-    """Validate the form, run the backtest on the check's source database; (result, PNG as base64)."""
+def run(viewer: Viewer, form: dict[str, str]) -> int:
+    """Validate the form, run the backtest on the check's source database, store it (as the
+    loyalty_backtest DAG does, requested by the viewer); returns the stored backtest's id."""
     backtest = _require_module()
-    from loyalty_checks import deliver, quality
+    from loyalty_checks import connections, quality
 
     for name in FIELDS:
         if len(form.get(name, "")) > MAX_TEXT:
@@ -89,18 +97,28 @@ def run(viewer: Viewer, form: dict[str, str]) -> tuple[dict[str, Any], str]:
     if (times["end"] - times["start"]) / interval > MAX_EVALUATIONS:
         raise FieldError("end", f"the period holds more than {MAX_EVALUATIONS:,} evaluations of this check "
                                 f"(one every {interval}); shorten it")
+    sweep = form.get("sweep", "").strip() or None
     try:
         overrides = backtest.parse_overrides(form.get("overrides", "").splitlines())
-        conn_id = deliver.LOYALTY_DB if check.source == deliver.LOYALTY_DB else quality.monitoring_conn_id()
-        with quality.connection(None, conn_id) as conn:
+        backtest.resolve(cat, check.id, overrides)  # bad overrides: a 400 before any query
+        source = connections.LOYALTY_DB if check.source == connections.LOYALTY_DB else quality.monitoring_conn_id()
+        with connections.postgres(source, check=check) as conn:
             result = backtest.run_backtest(check.id, times["start"], times["end"], overrides, conn, cat,
-                                           sweep=form.get("sweep", "").strip() or None, series=True)
+                                           sweep=sweep, series=True)
     except backtest.BacktestError as exc:
         message = str(exc)
         raise FieldError(_field_of(message), message.replace("--set ", "").replace("--set", "overrides")) from None
     image = io.BytesIO()
     backtest.plot_png(result, image)
-    return backtest.without_series(result), base64.b64encode(image.getvalue()).decode()
+    request = {"check": check.id, "start": times["start"].isoformat(), "end": times["end"].isoformat(),
+               "overrides": overrides, "sweep": sweep}
+    with db.connection() as conn:
+        row = conn.execute(
+            "INSERT INTO loyalty_monitoring.backtests (check_id, requested_by, request, result, plot)"
+            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (check.id, viewer.name, json.dumps(request), json.dumps(backtest.without_series(result)),
+             image.getvalue())).fetchone()
+    return row[0]
 
 
 @router.post("/backtest")
@@ -112,7 +130,25 @@ async def backtest_run(request: Request, viewer: PageViewer):
     check_csrf(viewer, request, raw.get(CSRF_FIELD))
     form = {name: raw.get(name, "") for name in FIELDS}
     try:
-        result, png = await run_in_threadpool(run, viewer, form)
+        backtest_id = await run_in_threadpool(run, viewer, form)
     except FieldError as exc:
         return await run_in_threadpool(_page, request, viewer, form, 400, exc)
-    return await run_in_threadpool(_page, request, viewer, form, 200, None, result, png)
+    return RedirectResponse(f"backtest/{backtest_id}", status_code=303)
+
+
+@router.get("/backtest/{backtest_id}")
+def backtest_result(request: Request, viewer: PageViewer, backtest_id: Annotated[int, Path(ge=1, le=2**63 - 1)]):
+    """A stored backtest (the console's or the loyalty_backtest DAG's): its chart and figures."""
+    _require_module()
+    with db.connection() as conn, db.reading(conn):
+        stored = queries.backtest(conn, backtest_id)
+    if stored is None:
+        raise HTTPException(404, f"No backtest with id {backtest_id}")
+    visible_check(viewer, stored["check_id"])
+    asked = stored["request"] or {}
+    overrides = asked.get("overrides") or {}
+    form = {"check_id": stored["check_id"], "start": str(asked.get("start") or ""), "end": str(asked.get("end") or ""),
+            "overrides": "\n".join(f"{k}={v}" for k, v in overrides.items()) if isinstance(overrides, dict) else "",
+            "sweep": str(asked.get("sweep") or "")}
+    png = base64.b64encode(bytes(stored["plot"])).decode() if stored["plot"] else None
+    return _page(request, viewer, form, result=stored["result"], png=png, stored=stored, depth=1)

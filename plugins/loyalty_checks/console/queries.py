@@ -251,3 +251,20 @@ def _json(value: Any):
     from psycopg.types.json import Jsonb
 
     return Jsonb(value)
+
+
+def recent_backtests(conn, check_ids: Sequence[str], limit: int = 20) -> list[dict[str, Any]]:
+    """The latest stored backtests (the loyalty_backtest DAG's and the console's), newest first."""
+    return _rows(conn, """
+        SELECT id, check_id, created_at, requested_by, request, result->'summary' AS summary,
+               result->'evaluations' AS evaluations
+        FROM loyalty_monitoring.backtests
+        WHERE check_id = ANY(%(checks)s)
+        ORDER BY created_at DESC, id DESC LIMIT %(limit)s
+        """, {"checks": list(check_ids), "limit": limit})
+
+
+def backtest(conn, backtest_id: int) -> dict[str, Any] | None:
+    rows = _rows(conn, "SELECT id, check_id, created_at, requested_by, request, result, plot"
+                       " FROM loyalty_monitoring.backtests WHERE id = %(id)s", {"id": backtest_id})
+    return rows[0] if rows else None
