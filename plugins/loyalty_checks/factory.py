@@ -206,6 +206,7 @@ def build_silences_dag(cat: Catalog | None = None) -> DAG:
 
     cat = cat or catalog()
     ids = [c.id for c in cat.checks]
+    ADD = {"section": "To add a silence"}  # noqa: N806
     with DAG(
         dag_id="loyalty_silences",
         description="Silence a loyalty check (or one store, merchant, provider of it) until a time",
@@ -216,16 +217,21 @@ def build_silences_dag(cat: Catalog | None = None) -> DAG:
         doc_md=SILENCES_DOC,
         params={
             "action": Param("add", enum=["add", "expire", "list"], description="add, expire or list silences"),
-            "check_id": Param(ids[0], enum=ids, description="the check to silence"),
+            # The trigger form groups the fields of each action in a section of its own.
+            "check_id": Param(ids[0], enum=ids, description="the check to silence", **ADD),
             "entity_id": Param("", type=["null", "string"],
-                               description="one entity only (a store, merchant or provider id); empty = the whole check"),
-            "duration": Param("2h", type=["null", "string"], description="how long from now (30m, 4h, 2d)"),
-            "until": Param("", type=["null", "string"], description="or an end time, ISO 8601 (wins over duration)"),
-            "starts_at": Param("", type=["null", "string"], description="start later, ISO 8601 (planned maintenance); empty = now"),
+                               description="one entity only (a store, merchant or provider id); empty = the whole check",
+                               **ADD),
+            "duration": Param("2h", type=["null", "string"], description="how long from now (30m, 4h, 2d)", **ADD),
+            "until": Param("", type=["null", "string"], description="or an end time, ISO 8601 (wins over duration)",
+                           **ADD),
+            "starts_at": Param("", type=["null", "string"],
+                               description="start later, ISO 8601 (planned maintenance); empty = now", **ADD),
             "reason": Param("", type=["null", "string"],
-                            description="add: why (required to add): shown in every message while it lasts"),
-            "author": Param("", type=["null", "string"], description="add: who; default: the user who triggers"),
-            "silence_id": Param(None, type=["null", "integer"], description="expire: the silence's id"),
+                            description="why (required to add): shown in every message while it lasts", **ADD),
+            "author": Param("", type=["null", "string"], description="who; default: the user who triggers", **ADD),
+            "silence_id": Param(None, type=["null", "integer"], description="the silence's id",
+                                section="To expire a silence"),
         },
         default_args={"owner": cat.dags["P0"].owner, "retries": 0},
     ) as dag:
