@@ -9,6 +9,7 @@
 #   make demo-ui  the Airflow UI on the demo, DAGs scheduled (airflow standalone)
 #   make lint     ruff, including its security (bandit) rules
 #   make bench SCALE=1   the benchmark (docs/performance.md); make bench-data SCALE=… the data only
+#   make bench-console   the alert console with 10,000 firing entities (docs/performance-console.md)
 #   make bench-faults    fault -> error page times through a black-holing proxy (docs/reliability.md; part of bench)
 
 PYTHON ?= python3
@@ -23,7 +24,7 @@ BENCH_DSN ?= $(or $(LOYALTY_PG_URI),postgresql://postgres@127.0.0.1:5432/postgre
 # The committed figures are those of the large tenant; other scales report under .bench/.
 BENCH_OUT ?= $(if $(filter 1 1.0,$(SCALE)),docs/performance.md,.bench/performance-$(SCALE).md)
 
-.PHONY: demo demo-ui test test-e2e test-console screenshots check-tests lint bench bench-data bench-faults clean
+.PHONY: demo demo-ui test test-e2e test-console bench-console screenshots check-tests lint bench bench-data bench-faults clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required (set PYTHON=...)")'
@@ -54,6 +55,9 @@ test-e2e: $(STAMP)
 
 test-console: $(STAMP)
 	$(PY) -m pytest -q tests/console
+
+bench-console: $(STAMP)
+	$(PY) -m bench.console --output docs/performance-console.md
 
 screenshots: $(STAMP)
 	LOYALTY_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/console/test_console_browser.py

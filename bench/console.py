@@ -188,7 +188,8 @@ def report(rows: list[dict], counts: dict[str, int], entities: int, days: int, r
     lines = [
         "# Alert console performance", "",
         f"`python -m bench.console --entities {entities} --days {days} --runs {runs}` "
-        f"(`make bench-console`), {time.strftime('%Y-%m-%d')}, on the development machine (2 shared cores), "
+        f"(`make bench-console`), {time.strftime('%Y-%m-%d')}, on the development machine (2 cores shared with "
+        f"other work: load average {os.getloadavg()[0]:.1f} when the report was written), "
         "embedded PostgreSQL, one api-server worker, over HTTP with a bearer token (authentication and "
         "permission checks included). Median and 95th percentile of "
         f"{runs} requests after one warm-up; target {TARGET_MS} ms.", "",
