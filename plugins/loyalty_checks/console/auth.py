@@ -180,6 +180,9 @@ def check_csrf(viewer: Viewer, request: Request, token: str | None) -> None:
 
 
 def login_url(request: Request, prefix: str) -> str:
-    """Airflow's login, coming back to this page: {base}/api/v2/auth/login?next=<this URL>."""
+    """Airflow's login, coming back to this page: {base}/api/v2/auth/login?next=<this page's path>.
+
+    `next` is a path, never a host taken from the request's Host header: no open redirect."""
     base = request.scope.get("root_path", "").removesuffix(prefix)
-    return f"{base}/api/v2/auth/login?next={quote(str(request.url), safe='')}"
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return f"{base}/api/v2/auth/login?next={quote(here, safe='')}"
