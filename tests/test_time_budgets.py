@@ -248,7 +248,9 @@ def test_partition_mid_query_reports_both_errors_within_the_budget(healthy, shor
     assert states["heartbeat_failed"] in ("success", "skipped")  # no heartbeat connection in tests
     last_page = assert_error_pages_only(arrivals)
     errors = {b["dedup_key"]: b["payload"]["custom_details"]["error"] for _, p, b in arrivals if p.startswith("/pagerduty")}
-    assert "DatabaseSilent" in errors[f"loyalty/{STALE}/error"], errors
+    # Whichever check ran first was cut mid-query; the other was never answered at connect.
+    assert sorted("DatabaseSilent" in e for e in errors.values()) == [False, True], errors
+    assert any("timeout" in e for e in errors.values() if "DatabaseSilent" not in e), errors
     assert loyalty_db_via.went_silent_at is not None
     spec = short_budget.dags["P0"]
     b = budget.dag_budget(spec, short_budget.for_severity("P0"))
