@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         timings = Path(tmp) / "timings.jsonl"
         env = {**os.environ, "LOYALTY_FAULT_TIMINGS": str(timings)}
         tests = TESTS + (["tests/e2e/test_time_budget.py"] if args.e2e else [])
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],  # noqa: S603
                               cwd=ROOT, env=env, check=False)
         rows = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
     print("\n| fault (injected through a real TCP proxy) | fault -> error page |")
