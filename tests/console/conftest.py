@@ -1,11 +1,11 @@
 """The alert console under a real `airflow api-server` (simple auth manager, known passwords).
 
-`console` (one per test session) starts the api-server with this repository's DAGs and
-plugins folders under an `[api] base_url` with a sub-path (/airflow), on a copy of the
-session's migrated SQLite metadata, with the users admin (role admin) and viewer (role
-viewer) whose passwords are pre-seeded; meanwhile it seeds the alert state by running the
-real P1 DAG on data where two stores of rate_limit_spikes fire (seed.py). Teardown ends
-the api-server's whole process group (SIGTERM, then SIGKILL).
+`console` (one for tests/console) seeds the alert state by running the real P1 DAG on
+data where two stores of rate_limit_spikes fire (seed.py), then starts the api-server
+with this repository's DAGs and plugins folders under an `[api] base_url` with a
+sub-path (/airflow), on a copy of the session's SQLite metadata (with those DAG runs),
+with the users admin (role admin) and viewer (role viewer) whose passwords are
+pre-seeded. Teardown ends the api-server's whole process group (SIGTERM, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -71,7 +70,7 @@ class Console:
         return f"api-server log {self.log}:\n{tail(self.log, 60)}"
 
 
-def _stop(proc: subprocess.Popen, grace: float = 15) -> None:
+def _stop(proc: subprocess.Popen, grace: float = 5) -> None:
     """SIGTERM the process group, then SIGKILL what is left of it."""
     if proc.poll() is None:
         try:
@@ -90,6 +89,14 @@ def _stop(proc: subprocess.Popen, grace: float = 15) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database, including what is still in its write-ahead log."""
+    import sqlite3
+
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
 
 
 def _server_env(home: Path, port: int, metadata: Path, conns: dict[str, str]) -> dict[str, str]:
@@ -117,7 +124,7 @@ def _server_env(home: Path, port: int, metadata: Path, conns: dict[str, str]) ->
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console(pg, dagbag, tmp_path_factory):
     """A started api-server with the console and seeded alert state (see the module doc)."""
     from demo.capture_server import CaptureServer
@@ -127,31 +134,36 @@ def console(pg, dagbag, tmp_path_factory):
     home = root / "home"
     home.mkdir()
     (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))
-    # The session's metadata database is migrated already (dagbag -> airflow_db): a copy is instant.
-    metadata = home / "airflow.db"
-    shutil.copyfile(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"), metadata)
-
     db_name = f"loyalty_console_{uuid.uuid4().hex[:8]}"
     pg.create_database(db_name, template=TEMPLATE_DB)
     sink = CaptureServer().start()
     conns = connection_env(pg, db_name, sink.url)
-    port = free_port()
-    log = root / "api-server.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "airflow", "api-server"],
-                                env=_server_env(home, port, metadata, conns), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=root, start_new_session=True)
+    proc = None
     try:
-        with pytest.MonkeyPatch.context() as mp:  # the DAG run in this process uses the same connections
+        with pytest.MonkeyPatch.context() as mp:  # the DAG runs in this process use the same connections
             for k, v in conns.items():
                 mp.setenv(k, v)
             seeded = seed.seed(pg, db_name, dagbag, sink)
+        # The session's metadata database, migrated and now holding the seed's DAG runs (so that the
+        # UI shows the DAG, its Alerts tab and the runs the console links to): a copy is instant.
+        metadata = home / "airflow.db"
+        _copy_sqlite(Path(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")), metadata)
+        port = free_port()
+        env = _server_env(home, port, metadata, conns)
+        log = root / "api-server.log"
+        with log.open("ab") as out:  # the DAGs as the dag-processor would store them
+            subprocess.run([sys.executable, "-m", "airflow", "dags", "reserialize"], env=env, stdout=out,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root, check=True, timeout=120)
+            proc = subprocess.Popen([sys.executable, "-m", "airflow", "api-server"], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
+                                    start_new_session=True)
         server = Console(url=f"http://127.0.0.1:{port}{BASE_PATH}", proc=proc, log=log, home=home,
                          db_name=db_name, seed=seeded, sink=sink, conns=conns)
         _wait_healthy(server)
         yield server
     finally:
-        _stop(proc)
+        if proc is not None:
+            _stop(proc)
         sink.stop()
         pg.drop_database(db_name)
 

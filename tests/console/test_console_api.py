@@ -126,6 +126,14 @@ def test_viewer_sees_the_firing_stores_with_their_last_notification(console, vie
     assert r.json()["total"] == len(r.json()["alerts"])
 
 
+def test_run_links_point_at_the_real_runs(console, viewer, admin):
+    [alert, _] = [a for a in viewer.get("/loyalty/api/alerts").json()["alerts"] if a["check_id"] == CHECK]
+    dag_id, _, run_id = alert["run_path"].removeprefix("dags/").partition("/runs/")
+    r = admin.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")  # the path Airflow's UI shows, as its API sees it
+    assert r.status_code == 200, r.text
+    assert r.json()["dag_run_id"] == console.seed["run_id"]
+
+
 def test_alerts_put_p0_first_and_filter(viewer, console):
     order = {"P0": 0, "P1": 1, "P2": 2}
     alerts = viewer.get("/loyalty/api/alerts").json()["alerts"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from loyalty_checks.catalog import catalog
 from tests.conftest import ROOT
 from tests.console.conftest import PASSWORDS
 from tests.console.seed import CHECK, run_group, spike
@@ -99,6 +100,10 @@ def sign_in(driver, console, user: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(console.url + "/loyalty/")  # not signed in: the console sends us to Airflow's login
+    wait(driver, "the console or Airflow's login", lambda d: d.find_elements(By.CSS_SELECTOR, "input[name=username]")
+         or d.find_elements(By.CSS_SELECTOR, "main"))
+    if driver.find_elements(By.CSS_SELECTOR, "main") and "/loyalty/" in driver.current_url:
+        return  # signed in already (an earlier test)
     css(driver, "input[name=username]", "Airflow's login form").send_keys(user)
     driver.find_element(By.CSS_SELECTOR, "input[name=password]").send_keys(PASSWORDS[user])
     driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
@@ -189,6 +194,29 @@ def test_sign_in_see_silence_and_chart(console, pg, browser, dagbag, shots, monk
     assert css(driver, "#notice").text == f"Silence #{sid} expired."
     assert not driver.find_elements(By.CSS_SELECTOR, f'tr.silence-row[data-id="{sid}"]')
     driver.switch_to.default_content()
+
+
+def test_each_dag_has_an_alerts_tab_with_its_checks(console, browser, shots):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver = browser
+    sign_in(driver, console, "admin")
+    driver.get(console.url + "/dags/loyalty_p1_checks")
+    tab = wait(driver, "the DAG's Alerts tab", ec.element_to_be_clickable(
+        (By.XPATH, "//a[normalize-space()='Alerts' or @aria-label='Alerts']")))
+    tab.click()
+    wait(driver, "the Alerts tab's page", lambda d: "/plugin/loyalty-dag-alerts" in d.current_url)
+    driver.switch_to.frame(css(driver, "iframe", "the console in the tab"))
+    try:
+        css(driver, f'tr.alert[data-check="{CHECK}"]', "a P1 alert")
+        checks = {row.get_attribute("data-check") for row in driver.find_elements(By.CSS_SELECTOR, "#checks tr[data-check]")}
+        p1 = {c.id for c in catalog().for_severity("P1")}
+        assert checks == p1
+        assert "Checks of the DAG loyalty_p1_checks only." in driver.find_element(By.TAG_NAME, "main").text
+    finally:
+        driver.switch_to.default_content()
+    driver.save_screenshot(str(shots / "console-dag-tab.png"))
 
 
 def test_dark_mode_follows_the_system(console, browser, shots):
