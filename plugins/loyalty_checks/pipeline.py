@@ -28,8 +28,6 @@ def measure(conn, check: Check, t: dt.datetime, sql: str | None = None) -> Evalu
         text = sql if sql is not None else check.sql_path.read_text(encoding="utf-8")
         return evaluate(check, measure_sql(conn, check, text, t))
     except Exception as exc:  # noqa: BLE001 - every failure of a check is reported, not raised
-        if getattr(conn, "info", None) is not None and conn.info.transaction_status not in (0, 1):
-            conn.rollback()
         return MeasurementError(check.id, f"{type(exc).__name__}: {exc}"[:2000])
 
 
