@@ -53,10 +53,12 @@ def _grid_text(spec: DagSpec) -> str:
 
 
 def _doc_md(spec: DagSpec, checks: tuple[Check, ...], cat: Catalog) -> str:
+    # Narrow, so that the UI's doc dialog shows it whole; the long parts go in the list below.
     rows = "\n".join(
-        f"| [`{c.id}`]({cat.runbook_link(c.id)}) | {c.title} | {c.metric} "
-        f"| {format_threshold(c.comparison, c.threshold, c.unit)} | {c.window_text or '—'} | {_lifecycle_text(c)} |"
-        for c in checks)
+        f"| [`{c.id}`]({cat.runbook_link(c.id)}) | {format_threshold(c.comparison, c.threshold, c.unit)} "
+        f"| {c.window_text or '—'} |" for c in checks)
+    details = "\n".join(
+        f"- [`{c.id}`]({cat.runbook_link(c.id)}) **{c.title}**: {c.metric}; {_lifecycle_text(c)}." for c in checks)
     routes = ", ".join(ROUTE_TEXT[r] for r in spec.routes)
     return f"""
 ### Loyalty {spec.severity} checks
@@ -68,9 +70,11 @@ Lifecycle, silences (the `loyalty_silences` DAG) and errors: docs/lifecycle.md.
 What fires now, since when, what was sent and the silences: [the alert console](loyalty/?dag_id={spec.dag_id})
 (also this DAG's **Alerts** tab).
 
-| check | title | metric | fires when | window | lifecycle |
-|---|---|---|---|---|---|
+| check (runbook) | fires when | window |
+|---|---|---|
 {rows}
+
+{details}
 
 {_grid_text(spec)} Thresholds live in `include/checks.yaml`.
 
