@@ -219,6 +219,40 @@ def test_each_dag_has_an_alerts_tab_with_its_checks(console, browser, shots):
     driver.save_screenshot(str(shots / "console-dag-tab.png"))
 
 
+def test_airflow_ui_silences_form_and_dag_docs(console, browser):
+    """The loyalty_silences trigger form groups the fields of each action and can be sent
+    without a reason (list, expire); a check DAG's doc table fits its dialog."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver = browser
+    sign_in(driver, console, "admin")
+    driver.get(console.url + "/dags/loyalty_silences")
+    wait(driver, "the Trigger button", ec.element_to_be_clickable(
+        (By.XPATH, "//button[normalize-space()='Trigger']"))).click()
+    wait(driver, "the form's sections", lambda d: all(
+        d.find_elements(By.XPATH, f"//*[normalize-space()='{title}']")
+        for title in ("To add a silence", "To expire a silence")))
+    submit = driver.find_elements(By.XPATH, "//button[normalize-space()='Trigger']")[-1]
+    assert submit.is_enabled()  # no required reason blocks list or expire
+    driver.find_element(By.TAG_NAME, "body").send_keys("\ue00c")  # Escape
+
+    driver.get(console.url + "/dags/loyalty_p1_checks")
+    wait(driver, "the Dag Docs button", ec.element_to_be_clickable(
+        (By.CSS_SELECTOR, "button[aria-label='Dag Docs']"))).click()
+    table = css(driver, "[role=dialog] table", "the doc's check table")
+    widths = driver.execute_script("""
+        const table = arguments[0];
+        let room = Infinity;  // the narrowest box around the table, up to the dialog
+        for (let e = table.parentElement; e; e = e.parentElement) {
+            if (e.clientWidth > 0) room = Math.min(room, e.clientWidth);
+            if (e.getAttribute('role') === 'dialog') break;
+        }
+        return [table.getBoundingClientRect().width, room];""", table)
+    assert widths[0] <= widths[1], widths  # the table fits: no horizontal scrolling to read it
+    assert driver.find_elements(By.XPATH, "//*[@role='dialog']//a[normalize-space()='the alert console']")
+
+
 def test_dark_mode_follows_the_system(console, browser, shots):
     """prefers-color-scheme: dark gives the dark palette (Airflow's own dark greys)."""
     driver = browser
