@@ -30,7 +30,10 @@ TIMELINE_MAX = 200
 
 def base_context(request: Request, viewer: Viewer, depth: int, active: str, title: str) -> dict[str, Any]:
     root = "./" if depth == 0 else "../" * depth
+    from loyalty_checks.catalog import catalog
+
     return {"viewer": viewer, "root": root, "airflow_root": root + "../", "csrf": csrf_token(viewer),
+            "runbook": catalog().runbook_link,
             "csrf_field": CSRF_FIELD, "now": now(), "active": active, "title": title,
             "backtest_available": backtest_available()}
 
