@@ -19,6 +19,7 @@ try:
 except ModuleNotFoundError:  # plugins/ is not on sys.path (not Airflow's plugins folder)
     sys.path.append(str(Path(__file__).resolve().parent))
     from loyalty_checks.console.app import create_app
+from loyalty_checks.console.slash import ConsoleSlashRedirect  # noqa: E402
 
 console_app = create_app()
 
@@ -31,6 +32,8 @@ _BELL = ("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='
 class LoyaltyConsolePlugin(AirflowPlugin):
     name = "loyalty_console"
     fastapi_apps = [{"app": console_app, "url_prefix": "/loyalty", "name": "Loyalty alerts console"}]
+    fastapi_root_middlewares = [{"middleware": ConsoleSlashRedirect, "args": [], "kwargs": {},
+                                 "name": "Loyalty alerts console: /loyalty -> /loyalty/"}]
     external_views = [
         {"name": "Loyalty alerts", "href": "loyalty/", "url_route": "loyalty-alerts", "destination": "nav",
          "nav_top_level": True, "icon": _BELL.format("%23334155"), "icon_dark_mode": _BELL.format("%23e2e8f0")},

@@ -94,6 +94,12 @@ def test_pages_redirect_to_airflow_login_without_a_session(console, anonymous, p
     assert "login" in follow.headers["location"]
 
 
+def test_the_console_without_its_slash_redirects_to_it(anonymous):
+    r = anonymous.get("/loyalty?dag_id=x")
+    assert r.status_code == 307 and r.headers["location"] == "/airflow/loyalty/?dag_id=x"
+    assert anonymous.get("/loyaltyx").status_code != 307  # only that path
+
+
 def test_pages_accept_the_ui_cookie(console):
     with console.client() as c:
         r = c.get("/loyalty/", cookies={"_token": console.token("viewer")})
