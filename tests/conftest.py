@@ -139,9 +139,14 @@ def run_dag(dagbag, airflow_conns):
 
     def run(dag_id: str, t):
         dag = current_bag().get_dag(dag_id)
+        retries = {task.task_id: task.retries for task in dag.tasks}
         for task in dag.tasks:  # dag.test() waits out retry delays in real time
             task.retries = 0
-        dr = dag.test(logical_date=t)
+        try:
+            dr = dag.test(logical_date=t)
+        finally:  # the session's DagBag is shared: later tests see the DAG as parsed
+            for task in dag.tasks:
+                task.retries = retries[task.task_id]
         return dr, {ti.task_id: ti.state for ti in dr.get_task_instances()}
 
     return run
