@@ -399,6 +399,20 @@ def test_check_page_draws_the_chart_and_timeline(console):
         assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
 
 
+def test_a_hostile_silence_reason_is_shown_as_text(console, admin):
+    reason = '<img src=x onerror="alert(1)"> & </td><script>alert(2)</script>'
+    r = admin.post("/loyalty/api/silences", json={"check_id": CHECK, "entity_id": "12", "duration": "1h",
+                                                  "reason": reason})
+    assert r.status_code == 201 and r.json()["reason"] == reason
+    try:
+        for path in ("/loyalty/silences", f"/loyalty/checks/{CHECK}"):
+            html = admin.get(path).text
+            assert "<img src=x" not in html and "<script>alert(2)" not in html, path
+            assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt; &amp; &lt;/td&gt;&lt;script&gt;" in html, path
+    finally:
+        admin.delete(f"/loyalty/api/silences/{r.json()['id']}")
+
+
 def test_pages_send_protective_headers(console):
     with console.client() as c:
         c.cookies.update({"_token": console.token("viewer")})
