@@ -160,7 +160,8 @@ def test_sign_in_see_silence_and_chart(console, pg, browser, dagbag, shots, monk
     driver.save_screenshot(str(shots / "console-silences.png"))
 
     # The next evaluation (stores 10 and 12 still spike, 11 starts) stays quiet: nothing reaches Slack.
-    t = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # after the silence began, after the seed's T
+    # After the silence began (rounded up: the silence may have started within this second), after the seed's T.
+    t = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)).replace(microsecond=0)
     for k, v in console.conns.items():
         monkeypatch.setenv(k, v)
     with pg.connect(console.db_name, autocommit=True) as db:
