@@ -33,9 +33,14 @@ def run_group(dagbag, t: dt.datetime, group: str | None = CHECK):
     sub = dag if group is None else dag.partial_subset(
         task_ids=[task.task_id for task in dag.tasks if task.task_id.startswith(f"{group}.")],
         include_downstream=True, include_upstream=False)
+    retries = {task.task_id: task.retries for task in sub.tasks}  # the session's DagBag is shared: restored
     for task in sub.tasks:
         task.retries = 0
-    dr = sub.test(logical_date=t)
+    try:
+        dr = sub.test(logical_date=t)
+    finally:
+        for task in sub.tasks:
+            task.retries = retries[task.task_id]
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states.get(f"{group or CHECK}.measure") == "success", states
     return dr
