@@ -95,7 +95,8 @@ def test_silences_dag_params(bag):
     assert dag.timetable.__class__.__name__ == "NullTimetable"
     assert set(dag.params) == {"action", "check_id", "entity_id", "duration", "until", "starts_at", "reason",
                                "author", "silence_id"}
-    assert dag.params.get_param("check_id").schema["enum"] == [c.id for c in catalog().checks]
+    assert dag.params.get_param("check_id").schema["enum"] == [None, *(c.id for c in catalog().checks)]
+    assert dag.params["check_id"] is None  # no preselected check: a silence names its check on purpose
 
 
 def test_backtest_dag_params(bag):

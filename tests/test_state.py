@@ -129,3 +129,11 @@ def test_concurrent_first_use_and_evaluation(pg, loyalty_db):
 def mon_count(pg, db):
     with pg.connect(db) as conn:
         return conn.execute("SELECT count(*) FROM loyalty_monitoring.evaluations").fetchone()[0]
+
+
+def test_a_silence_without_a_check_is_refused_by_name(mon):
+    from loyalty_checks.silences import SilenceError, apply_request
+
+    with pytest.raises(SilenceError, match=r"choose the check to silence \(check_id\)"):
+        apply_request(mon, {"action": "add", "check_id": None, "reason": "r", "author": "a", "duration": "1h"})
+    assert mon.execute("SELECT count(*) FROM loyalty_monitoring.silences").fetchone()[0] == 0

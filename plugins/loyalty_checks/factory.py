@@ -222,7 +222,9 @@ def build_silences_dag(cat: Catalog | None = None) -> DAG:
         params={
             "action": Param("add", enum=["add", "expire", "list"], description="add, expire or list silences"),
             # The trigger form groups the fields of each action in a section of its own.
-            "check_id": Param(ids[0], enum=ids, description="the check to silence", **ADD),
+            # No default: a silence names its check on purpose (a preselected P0 check is a trap).
+            "check_id": Param(None, type=["null", "string"], enum=[None, *ids], description="the check to silence",
+                              **ADD),
             "entity_id": Param("", type=["null", "string"],
                                description="one entity only (a store, merchant or provider id); empty = the whole check",
                                **ADD),

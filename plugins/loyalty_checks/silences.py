@@ -90,6 +90,8 @@ def apply_request(conn, request: dict[str, Any]) -> list[dict[str, Any]]:
     """Carry out one request {'action': add|expire|list, ...}: the CLI's and the DAG's one path."""
     action = request.get("action")
     if action == "add":
+        if not request.get("check_id"):
+            raise SilenceError("choose the check to silence (check_id)")
         until = request.get("until") or None  # an end time wins over the (default) duration
         return [add_silence(conn, request.get("check_id") or "", request.get("reason") or "",
                             request.get("author") or "", duration=None if until else request.get("duration") or None,
