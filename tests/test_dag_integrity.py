@@ -150,3 +150,14 @@ def test_parsing_does_no_database_network_connection_or_variable_access(tmp_path
     assert out.returncode == 0, out.stderr[-3000:]
     assert "TOUCHED []" in out.stdout, out.stdout
     assert not (tmp_path / "never-created.db").exists()
+
+
+def test_dag_docs_link_the_console_and_the_grafana_dashboards(bag):
+    cat = catalog()
+    assert cat.grafana_url, "the shipped catalog names the compose stack's Grafana"
+    for dag_id in ("loyalty_p0_checks", "loyalty_p1_checks", "loyalty_p2_checks"):
+        doc = bag.dags[dag_id].doc_md
+        assert f"(loyalty/?dag_id={dag_id})" in doc  # relative: works under a base_url sub-path
+        for uid in ("loyalty-checks", "loyalty-platform"):  # the provisioned dashboards' uids
+            assert f"({cat.grafana_url}/d/{uid})" in doc
+            assert any(f'"uid": "{uid}"' in p.read_text() for p in (ROOT / "grafana" / "dashboards").glob("*.json"))

@@ -286,6 +286,9 @@ class CatalogFile(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, title="Loyalty check catalog")
     version: Annotated[int, BeforeValidator(_integer(1)), _schema(const=1)]
     runbook_url: Annotated[str, BeforeValidator(_text), _schema(type="string", pattern="^https?://")]
+    grafana_url: Annotated[str | None, BeforeValidator(lambda v: None if v is None else _text(v)),
+                           _schema(type=["string", "null"], pattern="^https?://")] = Field(
+        None, description="the Grafana of grafana/ (dashboards loyalty-checks, loyalty-platform), linked from DAG docs")
     entity_cap: Annotated[int, BeforeValidator(_integer(1)), _schema(type="integer", minimum=1)] = Field(
         10, description="entities listed in a notification before '+N more'")
     dags: dict[Annotated[str, BeforeValidator(_one_of(SEVERITIES)), _enum(SEVERITIES)], DagSpec]
@@ -318,6 +321,7 @@ class Catalog:
     checks: tuple[Check, ...]
     digest_metrics: tuple[DigestMetric, ...] = field(default_factory=tuple)
     raw_checks: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+    grafana_url: str | None = None
 
     def for_severity(self, severity: str) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.severity == severity)
@@ -432,7 +436,8 @@ def parse_catalog(data: Any, path: Path) -> Catalog:
     for spec in dags.values():
         check_budget(spec, [c for c in checks if c.severity == spec.severity], where)
     return Catalog(path=path, runbook_url=parsed.runbook_url.rstrip("#"), entity_cap=parsed.entity_cap, dags=dags,
-                   checks=tuple(checks), digest_metrics=tuple(parsed.digest_metrics), raw_checks=raw_checks)
+                   checks=tuple(checks), digest_metrics=tuple(parsed.digest_metrics), raw_checks=raw_checks,
+                   grafana_url=parsed.grafana_url.rstrip("/") if parsed.grafana_url else None)
 
 
 def with_overrides(cat: Catalog, check_id: str, overrides: dict[str, Any], where: str = "overrides") -> Check:

@@ -52,6 +52,13 @@ def _grid_text(spec: DagSpec) -> str:
             "`report_error` reported it.")
 
 
+def _grafana_text(cat: Catalog) -> str:
+    if not cat.grafana_url:
+        return ""
+    return (f"\nDashboards: [check status]({cat.grafana_url}/d/loyalty-checks) and"
+            f" [platform metrics]({cat.grafana_url}/d/loyalty-platform) in Grafana.")
+
+
 def _doc_md(spec: DagSpec, checks: tuple[Check, ...], cat: Catalog) -> str:
     # Narrow, so that the UI's doc dialog shows it whole; the long parts go in the list below.
     rows = "\n".join(
@@ -68,7 +75,7 @@ Runs `{spec.schedule}` (UTC). Each check evaluates as of the run's logical time 
 `loyalty_monitoring_db` and notifies on changes (and reminders) only: **{routes}**.
 Lifecycle, silences (the `loyalty_silences` DAG) and errors: docs/lifecycle.md.
 What fires now, since when, what was sent and the silences: [the alert console](loyalty/?dag_id={spec.dag_id})
-(also this DAG's **Alerts** tab).
+(also this DAG's **Alerts** tab).{_grafana_text(cat)}
 
 | check (runbook) | fires when | window |
 |---|---|---|
