@@ -16,8 +16,10 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -243,8 +245,11 @@ def test_the_p1_dag_alerts_on_it(site, pg, db, loyalty_db, sink, tmp_path, airfl
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         **connection_env(pg, loyalty_db, sink.url),
     })
-    home.mkdir()  # a copy of the session's migrated metadata database (saves `airflow db migrate`)
-    shutil.copy(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"), home / "airflow.db")
+    home.mkdir()  # a copy of the session's migrated metadata database (saves `airflow db migrate`),
+    # consistent with what is still in its write-ahead log
+    session_db = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with closing(sqlite3.connect(session_db)) as source, closing(sqlite3.connect(home / "airflow.db")) as target:
+        source.backup(target)
     out = subprocess.run([sys.executable, "-m", "airflow", "dags", "test", "loyalty_p1_checks", T.isoformat()],
                          env=env, cwd=site, capture_output=True, text=True, timeout=300)
     log = out.stdout + out.stderr
