@@ -56,6 +56,23 @@ def bound_parameters_template(check: Check) -> str:
     return json.dumps(values, indent=2)
 
 
+def readable_sql(sql: str) -> str:
+    """The SQL with every apostrophe inside a `--` comment written as ’: an unpaired one
+    would make the UI's highlighter read the rest of the file as a string. Comments only:
+    what the query does is unchanged."""
+    lines = []
+    for line in sql.splitlines(keepends=True):
+        quoted, start = False, None
+        for i, ch in enumerate(line):
+            if ch == "'":
+                quoted = not quoted
+            elif not quoted and line.startswith("--", i):
+                start = i
+                break
+        lines.append(line if start is None else line[:start] + line[start:].replace("'", "\u2019"))
+    return "".join(lines)
+
+
 class CheckMetricOperator(BaseOperator):
     """Run one check's SQL file on `loyalty_db` as of T in a read-only transaction.
 
@@ -74,6 +91,10 @@ class CheckMetricOperator(BaseOperator):
         super().__init__(**kwargs)
         self.check_id, self.sql, self.conn_id = check_id, sql, conn_id
         self.bound_parameters = bound_parameters or bound_parameters_template(catalog().check(check_id))
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        super().render_template_fields(context, jinja_env)
+        self.sql = readable_sql(self.sql)  # what "Rendered Template" shows, and what runs
 
     def execute(self, context) -> dict[str, Any]:
         from loyalty_checks.measure import measure_sql
