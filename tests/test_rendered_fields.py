@@ -5,9 +5,8 @@ beside it the values bound to %(t)s, %(window)s and the check's params for that 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from loyalty_checks.catalog import SQL_DIR, catalog
+from loyalty_checks.catalog import catalog
 from tests.sql.rows import T
 
 P1 = "loyalty_p1_checks"
@@ -26,9 +25,9 @@ def test_apostrophes_in_sql_comments_are_shown_as_typographic_ones():
 
 def test_measure_renders_the_bound_values(db, run_dag):
     from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.settings import Session
 
     from loyalty_checks.tasks import readable_sql
-    from airflow.settings import Session
 
     dr, states = run_dag(P1, T)
     assert states["rate_limit_spikes.measure"] == "success"
