@@ -189,11 +189,6 @@ class Decision:
     notifications: list[Notification]
     applied: bool = True   # False: an outcome older than the latest applied one moved nothing
 
-    @property
-    def channels(self) -> list[str]:
-        found = {c for n in self.notifications for c in n.channels}
-        return [c for c in CHANNELS if c in found]
-
 
 # ---------------------------------------------------------------- routing
 
