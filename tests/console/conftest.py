@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TEMPLATE_DB, connection_env
-from tests.e2e.conftest import free_port, tail
+from tests.conftest import TEMPLATE_DB, connection_env
+from tests.e2e.conftest import airflow_process_env, free_port, tail
 
 PASSWORDS = {"admin": "admin-pw-" + secrets.token_hex(4), "viewer": "viewer-pw-" + secrets.token_hex(4)}
 BASE_PATH = "/airflow"  # the console must work under a base_url with a sub-path
@@ -100,14 +100,8 @@ def _copy_sqlite(source: Path, target: Path) -> None:
 
 
 def _server_env(home: Path, port: int, metadata: Path, conns: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
+    env = airflow_process_env(home)
     env.update({
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
