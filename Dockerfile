@@ -13,4 +13,6 @@ RUN pip install --no-cache-dir -r /opt/airflow/requirements.txt
 COPY --chown=airflow:root dags/ /opt/airflow/dags/
 COPY --chown=airflow:root plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:root include/ /opt/airflow/include/
+# Warm worker parents (loyalty_checks/warm.py): Airflow imports it from $AIRFLOW_HOME/config/.
+COPY --chown=airflow:root config/airflow_local_settings.py /opt/airflow/config/airflow_local_settings.py
 COPY --chown=airflow:root demo/ /opt/airflow/demo/

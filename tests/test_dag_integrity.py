@@ -68,7 +68,10 @@ def test_check_group_shape(bag, dag_id):
         measure, decide = dag.get_task(f"{g}.measure"), dag.get_task(f"{g}.decide")
         assert measure.downstream_task_ids == {f"{g}.decide", f"{g}.report_error"}
         assert decide.downstream_task_ids == {f"{g}.notify_{c}" for c in channels}
-        assert type(decide).__name__ == "_BranchPythonDecoratedOperator"
+        # measure decides; decide marks the branch in the grid and starts no process: an
+        # EmptyOperator without callbacks, which the scheduler completes by itself.
+        assert type(decide).__name__ == "EmptyOperator" and decide.inherits_from_empty_operator
+        assert not (decide.on_execute_callback or decide.on_success_callback or decide.inlets or decide.outlets)
         assert dag.get_task(f"{g}.report_error").trigger_rule == "one_failed"
         assert measure.sql == check.sql_path.read_text()  # the file, rendered at run time
         assert measure.pool == ("loyalty_db" if check.source == "loyalty_db" else "default_pool")

@@ -169,7 +169,8 @@ def test_monitoring_db_unreachable_fails_open_and_does_not_page_twice(stale, run
     assert states["expiration_task_stale.notify_pagerduty"] == "success"
     assert pages(sink) == [("trigger", STALE_PAGE)]  # paged although the state is unreachable
     assert bodies(sink, "/slack") == []
-    assert states["google_wallet_down.decide"] == "failed"  # not firing: nothing to page, the run is red
+    # Not firing: nothing to page, the run is red; report_error knows only the state failed and says nothing.
+    assert (states["google_wallet_down.measure"], states["google_wallet_down.report_error"]) == ("failed", "skipped")
     assert dr.state == "failed"
     dr, states = run_dag(P0, T + 2 * MIN)  # still blind, still firing: paged already
     assert states["expiration_task_stale.notify_pagerduty"] == "skipped" and sink.requests == []
@@ -189,7 +190,8 @@ def test_monitoring_db_unreachable_and_healthy_pages_nobody(db, run_dag, sink, m
     monkeypatch.setenv("AIRFLOW_CONN_LOYALTY_MONITORING_DB", json.dumps(
         {"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "login": "x", "schema": "x"}))
     dr, states = run_dag(P0, T)
-    assert dr.state == "failed" and states["expiration_task_stale.decide"] == "failed"
+    assert dr.state == "failed" and states["expiration_task_stale.measure"] == "failed"
+    assert states["expiration_task_stale.report_error"] == "skipped"  # measured: nothing to report
     assert sink.requests == []
 
 

@@ -212,7 +212,9 @@ def test_every_task_gets_its_budget_and_the_doc_shows_it(dagbag):
         assert "Time budget" in dag.doc_md and f"{budget.fmt(worst)} of {budget.fmt(spec.run_timeout)}" in dag.doc_md
     p0 = budget.dag_budget(cat.dags["P0"], cat.for_severity("P0"))
     # The numbers docs/reliability.md explains.
-    assert p0.tasks[STALE]["measure"].execution_timeout.total_seconds() == 19
+    # The check's query (connect 5 + statement 5 + grace 3 + cancel 3 + grace 3) and the lifecycle's
+    # record (connect 5 + state statement 5 + grace 3, + 2 × grace 3), in one task.
+    assert p0.tasks[STALE]["measure"].execution_timeout.total_seconds() == 38
     assert p0.error_path(STALE).total_seconds() <= 285
 
 
@@ -281,8 +283,8 @@ def test_silent_at_connect_reports_both_errors_within_the_budget(healthy, short_
 
 def test_monitoring_db_silent_mid_transaction_still_pages_the_firing_check(db, short_budget, db_proxy, pg, loyalty_db,
                                                                             run_dag, arrivals, monkeypatch):
-    """expiration_task_stale fires; the monitoring database goes silent inside decide's state
-    write: decide fails open and pages; the healthy check pages nobody; the run is red."""
+    """expiration_task_stale fires; the monitoring database goes silent inside measure's state
+    write: measure fails open and pages; the healthy check pages nobody; the run is red."""
     expire_points_success(db, T - 31 * H, "stale")
     google_runs(db, 0.1, 0.1)
     from loyalty_checks.state import ensure_schema
@@ -292,7 +294,7 @@ def test_monitoring_db_silent_mid_transaction_still_pages_the_firing_check(db, s
                (STALE, WALLET))
     monkeypatch.setenv("AIRFLOW_CONN_LOYALTY_MONITORING_DB", pg_conn_via(db_proxy, pg, loyalty_db))
     stop = threading.Event()
-    with psycopg.connect(pg.conninfo(loyalty_db)) as locker:  # decide waits on the state row: mid-transaction
+    with psycopg.connect(pg.conninfo(loyalty_db)) as locker:  # measure waits on the state row: mid-transaction
         locker.execute("SELECT 1 FROM loyalty_monitoring.check_state WHERE check_id = %s FOR UPDATE", (STALE,))
 
         def watch():
@@ -312,11 +314,14 @@ def test_monitoring_db_silent_mid_transaction_still_pages_the_firing_check(db, s
     assert states[f"{STALE}.decide"] == "success" and states[f"{STALE}.notify_pagerduty"] == "success"
     got = pages(arrivals)
     assert [(a, k) for _, a, k in got] == [("trigger", f"loyalty/{STALE}")], got  # paged: fail open
-    # The healthy check records its evaluation (if decided before the fault) or fails red; it pages nobody.
-    assert states[f"{WALLET}.decide"] in ("success", "failed") and states[f"{WALLET}.notify_pagerduty"] != "success"
+    # The healthy check records its evaluation (if decided before the fault) or fails red; it pages
+    # nobody: report_error knows that only the state failed (skipped), notify follows decide.
+    assert (states[f"{WALLET}.measure"], states[f"{WALLET}.decide"], states[f"{WALLET}.report_error"]) in (
+        ("success", "success", "skipped"), ("failed", "upstream_failed", "skipped"))
+    assert states[f"{WALLET}.notify_pagerduty"] != "success"
     page_at = got[0][0]
     b = budget.dag_budget(short_budget.dags["P0"], short_budget.for_severity("P0"))
-    bound = (b.tasks[STALE]["decide"].worst + b.tasks[STALE]["notify"].worst).total_seconds()
+    bound = (b.tasks[STALE]["measure"].worst + b.tasks[STALE]["notify"].worst).total_seconds()
     assert page_at - db_proxy.went_silent_at < bound
     record_timing("monitoring db silent mid-transaction (fail-open page, dag.test)", page_at - db_proxy.went_silent_at)
 

@@ -14,16 +14,23 @@ The model (every number from the catalog, per DAG, a check may override its
 - one HTTP send (Slack, PagerDuty) makes at most HTTP_ATTEMPTS requests of `http_timeout`
   each, with at most HTTP_BACKOFF_MAX between them;
 - every task try gets TASK_START for the scheduler and the worker to start it;
-- measure = connect + statement + grace + cancel + grace;
-  decide = connect + state statement + grace + grace;
+- measure = connect + statement + grace + cancel + grace (the check's query), then
+  connect + state statement + grace + 2 × grace (the lifecycle's record: measure decides,
+  `decide` is an EmptyOperator without a process or a budget);
   notify, report_error = connect + state statement + grace + 2 sends + grace;
   heartbeat = http_timeout + grace;
 - the error path (measure with all its retries and delays, then report_error with its
-  retries, then heartbeat_failed) and the success path (measure, decide, notify,
-  heartbeat) must each fit in `run_timeout`, and `run_timeout` must be shorter than the
-  schedule's interval, so that a run that cannot see is reported within the run and the
-  next run starts on time (a run past `dagrun_timeout` would have its unfinished tasks
-  skipped: report_error would never run).
+  retries, then heartbeat_failed) and the success path (measure, notify, heartbeat) must
+  each fit in `run_timeout`, and `run_timeout` must be shorter than the schedule's
+  interval, so that a run that cannot see is reported within the run and the next run
+  starts on time (a run past `dagrun_timeout` would have its unfinished tasks skipped:
+  report_error would never run);
+- and so must the whole run when every check takes its worst path at once: measures
+  wait for a slot of the `loyalty_db` pool (the catalog's `db_pool_slots`), every task
+  for one of the DAG's `max_active_tasks`. The longest path, plus one more wave of
+  measures for every further pool's worth of checks, plus one more wave of reports for
+  every further max_active_tasks' worth (list scheduling: each wave waits for the one
+  before it at worst).
 """
 
 from __future__ import annotations
@@ -150,6 +157,11 @@ class TaskBudget:
         tries = self.retries + 1
         return tries * (self.execution_timeout + TASK_START) + self.retries * self.retry_delay
 
+    @property
+    def busy(self) -> timedelta:
+        """How long it holds a slot at worst: every try, not the delays between them."""
+        return (self.retries + 1) * (self.execution_timeout + TASK_START)
+
 
 @dataclass(frozen=True)
 class DagBudget:
@@ -163,16 +175,45 @@ class DagBudget:
         t = self.tasks[check_id]
         return t["measure"].worst + t["report_error"].worst + (self.heartbeat.worst if self.heartbeat else timedelta())
 
+    pool_slots: int = 4              # the loyalty_db pool's slots (catalog: db_pool_slots)
+    max_active_tasks: int = 16       # the DAG's (catalog: dags.<severity>.max_active_tasks)
+    pooled: tuple[str, ...] = ()     # the checks whose measure takes a loyalty_db pool slot
+
     def success_path(self, check_id: str) -> timedelta:
         t = self.tasks[check_id]
         after = t["notify"].worst if "notify" in t else timedelta()
-        return t["measure"].worst + t["decide"].worst + after + (self.heartbeat.worst if self.heartbeat else timedelta())
+        return t["measure"].worst + after + (self.heartbeat.worst if self.heartbeat else timedelta())
 
     def worst(self) -> tuple[str, str, timedelta]:
         """(check id, path name, duration) of the longest path of any check."""
         paths = [(cid, name, fn(cid)) for cid in self.tasks
                  for name, fn in (("error", self.error_path), ("success", self.success_path))]
         return max(paths, key=lambda p: p[2]) if paths else ("", "", timedelta())
+
+    def waves(self) -> tuple[int, int]:
+        """(measure waves, report waves) when every check runs at once: how many times
+        the pool's slots and the DAG's max_active_tasks are filled, at worst."""
+        n = len(self.tasks)
+        measure_slots = min(self.pool_slots, self.max_active_tasks)
+        return (max(math.ceil(len(self.pooled) / measure_slots), math.ceil(n / self.max_active_tasks)),
+                math.ceil(n / self.max_active_tasks))
+
+    def worst_run(self) -> tuple[timedelta, str]:
+        """The whole run when every check takes its worst path at once, and how it adds up."""
+        _, _, longest = self.worst()
+        if not self.tasks:
+            return longest, ""
+        measure_waves, report_waves = self.waves()
+        measure = max(t["measure"].busy for t in self.tasks.values())
+        after = max(max(t[n].busy for n in ("report_error", "notify") if n in t) for t in self.tasks.values())
+        total = longest + (measure_waves - 1) * measure + (report_waves - 1) * after
+        detail = f"the longest path {fmt(longest)}"
+        if measure_waves > 1:
+            detail += (f" + {measure_waves - 1} more wave(s) of measures ({len(self.pooled)} on the loyalty_db"
+                       f" pool's {self.pool_slots} slots, max_active_tasks {self.max_active_tasks}) × {fmt(measure)}")
+        if report_waves > 1:
+            detail += f" + {report_waves - 1} more wave(s) of reports × {fmt(after)}"
+        return total, detail
 
 
 def _r(seconds: float) -> timedelta:
@@ -187,13 +228,10 @@ def check_tasks(spec: "DagSpec", check: "Check") -> dict[str, TaskBudget]:
     state_part = max(2.0, state.connect_timeout) + state.answer_within
     out = {
         "measure": TaskBudget(
-            "measure", _r(db.one_wait + grace), spec.retries, spec.retry_delay,
+            "measure", _r(db.one_wait + grace + state_part + 2 * grace), spec.retries, spec.retry_delay,
             f"connect {db.connect_timeout:g} s + statement {db.statement_timeout:g} s + grace {grace:g} s"
-            f" + cancel {db.cancel_within:g} s + grace {grace:g} s"),
-        "decide": TaskBudget(
-            "decide", _r(state_part + 2 * grace), STATE_TASK_RETRIES, spec.retry_delay,
-            f"state: connect {state.connect_timeout:g} s + statement {state.statement_timeout:g} s"
-            f" + grace {grace:g} s, + {2 * grace:g} s"),
+            f" + cancel {db.cancel_within:g} s + grace {grace:g} s; state: connect {state.connect_timeout:g} s"
+            f" + statement {state.statement_timeout:g} s + grace {grace:g} s, + {2 * grace:g} s"),
         "report_error": TaskBudget(
             "report_error", _r(state_part + max(channels, 1) * send + grace), STATE_TASK_RETRIES, spec.retry_delay,
             f"state {state_part:g} s + {max(channels, 1)} send{'s' if channels > 1 else ''} × {send:g} s"
@@ -227,11 +265,14 @@ def schedule_interval(schedule: str) -> timedelta | None:
     return min(b - a for a, b in zip(fires, fires[1:], strict=False))
 
 
-def dag_budget(spec: "DagSpec", checks: Iterable["Check"]) -> DagBudget:
+def dag_budget(spec: "DagSpec", checks: Iterable["Check"], pool_slots: int = 4) -> DagBudget:
+    checks = tuple(checks)
     return DagBudget(
         dag_id=spec.dag_id, run_timeout=spec.run_timeout, interval=schedule_interval(spec.schedule),
         tasks={c.id: check_tasks(spec, c) for c in checks},
-        heartbeat=heartbeat_task(spec) if spec.heartbeat else None)
+        heartbeat=heartbeat_task(spec) if spec.heartbeat else None,
+        pool_slots=pool_slots, max_active_tasks=spec.max_active_tasks,
+        pooled=tuple(c.id for c in checks if getattr(c, "source", "loyalty_db") == "loyalty_db"))
 
 
 def fmt(value: timedelta) -> str:
@@ -247,7 +288,7 @@ def fmt(value: timedelta) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def check_budget(spec: "DagSpec", checks: Iterable["Check"], where: str) -> DagBudget:
+def check_budget(spec: "DagSpec", checks: Iterable["Check"], where: str, pool_slots: int = 4) -> DagBudget:
     """Raise CatalogError when a run cannot report its own failures in time."""
     from loyalty_checks.catalog import CatalogError
 
@@ -261,7 +302,7 @@ def check_budget(spec: "DagSpec", checks: Iterable["Check"], where: str) -> DagB
             value = getattr(check, name, None)
             if value is not None and value <= timedelta():
                 raise CatalogError(f"{where}: check {check.id!r}, field {name!r}: must be longer than 0s")
-    budget = dag_budget(spec, checks)
+    budget = dag_budget(spec, checks, pool_slots)
     if budget.interval is not None and spec.run_timeout >= budget.interval:
         raise CatalogError(f"{label}, field 'run_timeout': {fmt(spec.run_timeout)} must be shorter than the"
                            f" schedule's interval ({spec.schedule!r}: {fmt(budget.interval)}), or runs would overlap")
@@ -269,7 +310,7 @@ def check_budget(spec: "DagSpec", checks: Iterable["Check"], where: str) -> DagB
         t = budget.tasks[check.id]
         for name, path in (("error", budget.error_path(check.id)), ("success", budget.success_path(check.id))):
             if path > spec.run_timeout:
-                parts = ["measure", "report_error"] if name == "error" else ["measure", "decide", "notify"]
+                parts = ["measure", "report_error"] if name == "error" else ["measure", "notify"]
                 detail = " + ".join(f"{p} {fmt(t[p].worst)} ({t[p].retries + 1} × {fmt(t[p].execution_timeout)}"
                                     f" + {t[p].retries} × {fmt(t[p].retry_delay)} delay)" for p in parts if p in t)
                 if budget.heartbeat:
@@ -278,13 +319,20 @@ def check_budget(spec: "DagSpec", checks: Iterable["Check"], where: str) -> DagB
                     f"{label}, check {check.id!r}: the worst {name} path takes {fmt(path)} ({detail}),"
                     f" longer than run_timeout {fmt(spec.run_timeout)}: lower statement_timeout,"
                     f" connect_timeout, grace, http_timeout, retries or retry_delay, or raise run_timeout")
+    total, detail = budget.worst_run()
+    if total > spec.run_timeout:
+        raise CatalogError(
+            f"{label}: {len(checks)} checks: when every check takes its worst path at once, the run takes"
+            f" {fmt(total)} ({detail}), longer than run_timeout {fmt(spec.run_timeout)}: raise db_pool_slots"
+            f" (and the loyalty_db pool) or max_active_tasks, lower the time limits, or split the checks"
+            f" into shards")
     return budget
 
 
-def budget_table(spec: "DagSpec", checks: Iterable["Check"]) -> str:
+def budget_table(spec: "DagSpec", checks: Iterable["Check"], pool_slots: int = 4) -> str:
     """Markdown: the time budget of a DAG (doc_md, docs/reliability.md)."""
     checks = tuple(checks)
-    budget = dag_budget(spec, checks)
+    budget = dag_budget(spec, checks, pool_slots)
     lines = [
         f"**Time budget** (checked when the catalog loads): run timeout {fmt(spec.run_timeout)}"
         + (f", schedule interval {fmt(budget.interval)}" if budget.interval else "")
@@ -304,6 +352,8 @@ def budget_table(spec: "DagSpec", checks: Iterable["Check"]) -> str:
                      f" (delay {fmt(hb.retry_delay)}) | {fmt(hb.worst)} | {hb.what} |")
     if checks:
         cid, name, path = budget.worst()
+        total, detail = budget.worst_run()
         lines += ["", f"Worst path: `{cid}`, {name} path, {fmt(path)} of {fmt(spec.run_timeout)}"
-                      f" (every task try {fmt(TASK_START)} to start)."]
+                      f" (every task try {fmt(TASK_START)} to start). Every check at its worst at once:"
+                      f" {fmt(total)} ({detail})."]
     return "\n".join(lines)

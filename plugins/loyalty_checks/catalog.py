@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, WithJsonSchema,
+                      model_validator)
 from pydantic.json_schema import SkipJsonSchema
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -114,11 +115,13 @@ def _duration(value: Any) -> timedelta:
     return timedelta(**{DURATION_UNITS[m.group(2)]: int(m.group(1))})
 
 
-def _sql_file(value: Any) -> str:
+def _sql_file(value: Any, info: ValidationInfo) -> str:
+    """A .sql file under the catalog's SQL folder (`sql_dir`, given as validation context)."""
     rel = _text(value)
-    path = (SQL_DIR / rel).resolve()
-    if SQL_DIR.resolve() not in path.parents or path.suffix != ".sql":
-        raise ValueError(f"must be a .sql file under {SQL_DIR}, got {rel!r}")
+    sql_dir = Path((info.context or {}).get("sql_dir") or SQL_DIR)
+    path = (sql_dir / rel).resolve()
+    if sql_dir.resolve() not in path.parents or path.suffix != ".sql":
+        raise ValueError(f"must be a .sql file under {sql_dir}, got {rel!r}")
     if not path.is_file():
         raise ValueError(f"SQL file not found: {path}")
     return rel
@@ -198,6 +201,9 @@ class DagSpec(_Model):
     routes: Routes = Field(description="where its checks' notifications go: pagerduty, slack, or digest")
     heartbeat: bool = Field(False, description="ping the outside heartbeat (connection loyalty_heartbeat) "
                                                "after every run")
+    max_active_tasks: Annotated[int, BeforeValidator(_integer(1)), _schema(type="integer", minimum=1)] = Field(
+        16, description="tasks of this DAG that run at once (the DAG's max_active_tasks); the time budget counts"
+                        " on no more")
     defaults: Lifecycle = Field(default_factory=Lifecycle, description="lifecycle defaults of its checks")
     # Time budget (budget.py): database connect timeout, slack after a statement timeout, HTTP timeout.
     connect_timeout: Duration = Field(timedelta(seconds=10), json_schema_extra={"default": "10s"},
@@ -245,19 +251,21 @@ class Check(_Model):
         None, description="where notifications go; default: the DAG's routes")
     connect_timeout: OptionalDuration = Field(None, description="overrides the DAG's database connect timeout")
     window_text: SkipJsonSchema[str | None] = Field(None, exclude=True)  # the window as written
+    sql_dir: SkipJsonSchema[Path] = Field(SQL_DIR, exclude=True)  # the catalog's SQL folder
 
     @model_validator(mode="before")
     @classmethod
     def _keep_window_text(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            if "window_text" in data:
-                raise ValueError("unknown field 'window_text'")
+            for internal in ("window_text", "sql_dir"):
+                if internal in data:
+                    raise ValueError(f"unknown field {internal!r}")
             data = {**data, "window_text": data.get("window") if isinstance(data.get("window"), str) else None}
         return data
 
     @property
     def sql_path(self) -> Path:
-        return SQL_DIR / self.sql
+        return self.sql_dir / self.sql
 
     def breaches(self, value: float, threshold: float | None = None) -> bool:
         """True when `value` is on the firing side of the threshold (or of `threshold`)."""
@@ -275,10 +283,11 @@ class DigestMetric(_Model):
     sql: Annotated[str, BeforeValidator(_sql_file), _schema(type="string", pattern=r"\.sql$")]
     window: OptionalDuration = None
     unit: Annotated[str, BeforeValidator(_optional_text), _schema(type="string")] = ""
+    sql_dir: SkipJsonSchema[Path] = Field(SQL_DIR, exclude=True)
 
     @property
     def sql_path(self) -> Path:
-        return SQL_DIR / self.sql
+        return self.sql_dir / self.sql
 
 
 class CatalogFile(_Model):
@@ -291,6 +300,13 @@ class CatalogFile(_Model):
         None, description="the Grafana of grafana/ (dashboards loyalty-checks, loyalty-platform), linked from DAG docs")
     entity_cap: Annotated[int, BeforeValidator(_integer(1)), _schema(type="integer", minimum=1)] = Field(
         10, description="entities listed in a notification before '+N more'")
+    db_pool_slots: Annotated[int, BeforeValidator(_integer(1)), _schema(type="integer", minimum=1)] = Field(
+        4, description="slots of the Airflow pool loyalty_db (`airflow pools set loyalty_db <slots> ...`): check"
+                       " queries on loyalty_db that run at once; the time budget counts on no more")
+    sql_dir: Annotated[str | None, BeforeValidator(lambda v: None if v is None else _text(v)),
+                       _schema(type=["string", "null"])] = Field(
+        None, description="the folder of the `sql` files, relative to this catalog file (a site catalog's own);"
+                          " default: the package's include/sql")
     dags: dict[Annotated[str, BeforeValidator(_one_of(SEVERITIES)), _enum(SEVERITIES)], DagSpec]
     checks: list[Check]
     digest_metrics: list[DigestMetric] = Field(default_factory=list)
@@ -302,7 +318,7 @@ _COMPARE = {
     "<": lambda v, t: v < t,
     "<=": lambda v, t: v <= t,
 }
-CHECK_FIELDS = frozenset(Check.model_fields) - {"window_text"}
+CHECK_FIELDS = frozenset(Check.model_fields) - {"window_text", "sql_dir"}
 
 
 def json_schema() -> dict[str, Any]:
@@ -322,6 +338,8 @@ class Catalog:
     digest_metrics: tuple[DigestMetric, ...] = field(default_factory=tuple)
     raw_checks: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
     grafana_url: str | None = None
+    sql_dir: Path = SQL_DIR
+    db_pool_slots: int = 4
 
     def for_severity(self, severity: str) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.severity == severity)
@@ -403,14 +421,28 @@ def _resolve(check: Check, dag: DagSpec, where: str) -> Check:
                                     "statement_timeout": check.statement_timeout or dag.statement_timeout})
 
 
+def _catalog_sql_dir(data: Any, path: Path) -> Path:
+    """The catalog's `sql_dir` (relative to the catalog file), or the package's include/sql."""
+    value = data.get("sql_dir") if isinstance(data, dict) else None
+    if value is None:
+        return SQL_DIR
+    if not isinstance(value, str) or not value.strip():
+        raise CatalogError(f"{path}, field 'sql_dir': expected a folder path, got {value!r}")
+    folder = (path.parent / value.strip()).resolve()
+    if not folder.is_dir():
+        raise CatalogError(f"{path}, field 'sql_dir': not a folder: {folder}")
+    return folder
+
+
 def parse_catalog(data: Any, path: Path) -> Catalog:
     where = str(path)
     if not isinstance(data, dict):
         raise CatalogError(f"{where}: expected a mapping, got {type(data).__name__}")
     if data.get("version", 1) != 1 and not isinstance(data.get("version"), bool):
         raise CatalogError(f"{where}, field 'version': only version 1 is supported")
+    sql_dir = _catalog_sql_dir(data, path)
     try:
-        parsed = CatalogFile.model_validate(data)
+        parsed = CatalogFile.model_validate(data, context={"sql_dir": sql_dir})
     except ValidationError as exc:
         raise _error(exc, data, where) from None
     missing = [s for s in SEVERITIES if s not in parsed.dags]
@@ -425,7 +457,7 @@ def parse_catalog(data: Any, path: Path) -> Catalog:
     for raw, check in zip(data["checks"], parsed.checks, strict=True):
         if check.id in raw_checks:
             raise CatalogError(f"{where}: check {check.id!r}, field 'id': duplicate check id")
-        checks.append(_resolve(check, dags[check.severity], where))
+        checks.append(_resolve(check.model_copy(update={"sql_dir": sql_dir}), dags[check.severity], where))
         raw_checks[check.id] = raw
     metric_ids = [m.id for m in parsed.digest_metrics]
     dup = next((m for m in metric_ids if metric_ids.count(m) > 1), None)
@@ -434,9 +466,10 @@ def parse_catalog(data: Any, path: Path) -> Catalog:
     from loyalty_checks.budget import check_budget
 
     for spec in dags.values():
-        check_budget(spec, [c for c in checks if c.severity == spec.severity], where)
+        check_budget(spec, [c for c in checks if c.severity == spec.severity], where, parsed.db_pool_slots)
     return Catalog(path=path, runbook_url=parsed.runbook_url.rstrip("#"), entity_cap=parsed.entity_cap, dags=dags,
-                   checks=tuple(checks), digest_metrics=tuple(parsed.digest_metrics), raw_checks=raw_checks,
+                   checks=tuple(checks), raw_checks=raw_checks, sql_dir=sql_dir, db_pool_slots=parsed.db_pool_slots,
+                   digest_metrics=tuple(m.model_copy(update={"sql_dir": sql_dir}) for m in parsed.digest_metrics),
                    grafana_url=parsed.grafana_url.rstrip("/") if parsed.grafana_url else None)
 
 
@@ -465,10 +498,15 @@ def with_overrides(cat: Catalog, check_id: str, overrides: dict[str, Any], where
         else:
             raw[key] = value
     try:
-        check = Check.model_validate(raw)
+        check = Check.model_validate(raw, context={"sql_dir": cat.sql_dir})
     except ValidationError as exc:
         raise _error(exc, {"checks": [raw]}, where) from None
-    return _resolve(check, cat.dags[check.severity], where)
+    return _resolve(check.model_copy(update={"sql_dir": cat.sql_dir}), cat.dags[check.severity], where)
+
+
+def load_yaml(text: str) -> Any:
+    """Safe YAML, with libyaml's C loader when PyYAML has it (several times faster)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
 
 
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
@@ -479,7 +517,7 @@ def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the check catalog: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from exc
     return parse_catalog(data, path)

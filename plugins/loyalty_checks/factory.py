@@ -2,22 +2,34 @@
 
 Per check, a task group named after the check:
 
-    measure ──> decide (@task.branch) ──> notify_pagerduty / notify_slack
+    measure ──> decide ──> notify_pagerduty / notify_slack
        └──────> report_error (only when measure failed after its retries)
+
+`measure` runs the SQL metric, the threshold and the lifecycle in one process and skips
+the notify tasks with nothing to send; `decide`, the threshold branch in the grid, is an
+EmptyOperator: the scheduler completes it without starting a process. A quiet check
+costs one task process.
 
 P2 checks are evaluated the same way but report in one weekly digest task. Groups are
 built statically from the catalog (no mapped task groups: branching inside them does
 not skip, apache/airflow#67265), and no branch is the direct upstream of a join
 (apache/airflow#55187). Parsing reads only the catalog file.
+
+A task process parses the DAG file again before it runs its task (Airflow's task
+runner). There, Airflow's parsing context names the running task, and the DAG is
+built with that task's check group only (or none, for the run-level tasks) and without
+its doc: the cost of starting a task does not grow with the number of checks. The
+scheduler reads the whole DAG from its serialized copy, never from this partial one.
 """
 
 from __future__ import annotations
 
 import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TaskGroup, TriggerRule, task
 
 from loyalty_checks import budget, tasks
-from loyalty_checks.catalog import SQL_DIR, Catalog, Check, DagSpec, catalog
+from loyalty_checks.catalog import Catalog, Check, DagSpec, catalog
 from loyalty_checks.lifecycle import channels_used
 from loyalty_checks.text import format_duration, format_threshold
 
@@ -44,12 +56,15 @@ def _lifecycle_text(c: Check) -> str:
 def _grid_text(spec: DagSpec) -> str:
     """What the task colours mean, for the tasks this DAG has."""
     if spec.routes == ("digest",):
-        return ("In the grid: `evaluate` green = the check was evaluated and recorded; `measure` red = it could "
-                "not be, and `report_error` reported it; `post_digest` sends the weekly digest and "
-                "`fail_if_any_failed` turns the run red when a check failed.")
-    return ("In the grid: `decide` green with `notify_*` skipped = evaluated, nothing new to say; `notify_*` "
-            "green = a notification went out; `measure` red = the check could not be evaluated, and "
-            "`report_error` reported it.")
+        return ("In the grid: `measure` green = the check was evaluated and recorded (`evaluate` follows it, "
+                "without a process of its own); `measure` red = it could not be, and `report_error` reported it; "
+                "`post_digest` sends the weekly digest and `fail_if_any_failed` turns the run red when a check "
+                "failed.")
+    return ("In the grid: `measure` runs the check's SQL, its threshold and its lifecycle; `decide` (the "
+            "threshold branch, completed without a process of its own) green with `notify_*` skipped = "
+            "evaluated, nothing new to say; `notify_*` green = a notification went out; `measure` red = the "
+            "check could not be evaluated (or, with `report_error` skipped, not recorded), and `report_error` "
+            "reported it.")
 
 
 def _grafana_text(cat: Catalog) -> str:
@@ -85,8 +100,31 @@ What fires now, since when, what was sent and the silences: [the alert console](
 
 {_grid_text(spec)} Thresholds live in `include/checks.yaml`.
 
-{budget.budget_table(spec, checks)}
+{budget.budget_table(spec, checks, cat.db_pool_slots)}
 """
+
+
+def running_task(dag_id: str) -> str | None:
+    """The task id when this parse is a task process's of `dag_id` (Airflow's parsing
+    context), else None (the dag-processor, `dags test`, a DagBag)."""
+    from airflow.sdk import get_parsing_context
+
+    running = get_parsing_context()
+    return running.task_id if running.dag_id == dag_id else None
+
+
+def checks_to_build(checks: tuple[Check, ...], task_id: str | None) -> tuple[Check, ...]:
+    """Every check, or in a task process only the running task's check (none for a
+    run-level task: heartbeat, digest)."""
+    if task_id is None:
+        return checks
+    group = task_id.split(".", 1)[0] if "." in task_id else None
+    return tuple(c for c in checks if c.id == group)
+
+
+DECIDE_DOC = """The threshold branch. `measure` evaluated the threshold, recorded the decision
+of the lifecycle and skipped the notify tasks with nothing to send (its log says what it
+decided); this task marks that step in the grid and starts no process of its own."""
 
 
 def _check_group(check: Check, spec: DagSpec):
@@ -98,34 +136,26 @@ def _check_group(check: Check, spec: DagSpec):
 
     with TaskGroup(group_id=check.id, tooltip=check.title) as group:
         measure = tasks.CheckMetricOperator(task_id="measure", check_id=check.id, sql=check.sql,
+                                            bound_parameters=tasks.bound_parameters_template(check),
                                             doc_md=f"**{check.title}**: {check.metric}",
                                             pool=POOL if check.source == "loyalty_db" else "default_pool",
                                             **limits("measure"))
         # The check's routes (and PagerDuty when it may escalate); digest-only checks have none.
         channels = channels_used(check)
 
-        @task.branch(task_id="decide", **limits("decide"))
-        def decide(measurement, **context):
-            return tasks.decide(check, measurement, context)
-
-        @task(task_id="evaluate", **limits("decide"))
-        def evaluate(measurement, **context):
-            tasks.decide(check, measurement, context)
-
         @task(task_id="report_error", trigger_rule=TriggerRule.ONE_FAILED, **limits("report_error"))
         def report_error(**context):
             return tasks.report_error(check, context)
 
-        if channels:
-            decided = decide(measure.output)
-            for channel in channels:
-                @task(task_id=f"notify_{channel}", **limits("notify"))
-                def notify(channel=channel, **context):
-                    return tasks.notify(check, channel, context)
+        # measure decided already: the scheduler completes these without a process (no callbacks).
+        decided = EmptyOperator(task_id="decide" if channels else "evaluate", doc_md=DECIDE_DOC)
+        measure >> decided
+        for channel in channels:
+            @task(task_id=f"notify_{channel}", **limits("notify"))
+            def notify(channel=channel, **context):
+                return tasks.notify(check, channel, context)
 
-                decided >> notify()
-        else:
-            evaluate(measure.output)
+            decided >> notify()
         measure >> report_error()
     return group
 
@@ -164,6 +194,7 @@ def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
     cat = cat or catalog()
     spec = cat.dags[severity]
     checks = cat.for_severity(severity)
+    task_id = running_task(spec.dag_id)
     with DAG(
         dag_id=spec.dag_id,
         description=f"Loyalty {severity} checks: " + ", ".join(c.id for c in checks),
@@ -171,10 +202,11 @@ def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
+        max_active_tasks=spec.max_active_tasks,
         dagrun_timeout=spec.run_timeout,
-        template_searchpath=[str(SQL_DIR)],
+        template_searchpath=[str(cat.sql_dir)],
         tags=["loyalty", "monitoring", severity],
-        doc_md=_doc_md(spec, checks, cat),
+        doc_md=_doc_md(spec, checks, cat) if task_id is None else None,  # a task process shows no doc
         default_args={
             "owner": spec.owner,
             "retries": spec.retries,
@@ -182,7 +214,7 @@ def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
             "execution_timeout": spec.run_timeout,
         },
     ) as dag:
-        groups = [_check_group(check, spec) for check in checks]
+        groups = [_check_group(check, spec) for check in checks_to_build(checks, task_id)]
         if spec.heartbeat:
             _add_heartbeat(groups, spec)
         if "digest" in spec.routes:

@@ -1,7 +1,10 @@
 """The tasks of a check DAG: thin adapters from Airflow's context to pipeline.py.
 
-measure      -> the check's SQL on its source as of T (CheckMetricOperator)
-decide       -> evaluate + pipeline.record (the lifecycle decides): which notify tasks run
+measure      -> the check's SQL on its source as of T, evaluate + pipeline.record (the
+                lifecycle decides), and skip the notify tasks with nothing to send
+                (CheckMetricOperator): a quiet check is one process
+decide       -> the threshold branch in the grid: an EmptyOperator, which the scheduler
+                completes without a process; the notify tasks measure did not skip follow it
 notify_<ch>  -> pipeline.deliver of this run's decided notifications on one channel
 report_error -> measure failed after its retries: pipeline.record of the error, then deliver
 """
@@ -73,12 +76,17 @@ def readable_sql(sql: str) -> str:
     return "".join(lines)
 
 
-class CheckMetricOperator(BaseOperator):
-    """Run one check's SQL file on `loyalty_db` as of T in a read-only transaction.
+class StateUnavailable(RuntimeError):
+    """The check was measured, but its alert state could not be reached and nothing had
+    to be sent without it (fail open does not apply): the run turns red, nobody is paged."""
 
-    Returns the measurement (value, details, entities) for the threshold branch. The
-    SQL is an Airflow template, so the task's "Rendered Template" shows it, and beside it
-    `bound_parameters`: the values bound to %(t)s, %(window)s and the check's params.
+
+class CheckMetricOperator(BaseOperator):
+    """Run one check's SQL file on `loyalty_db` as of T in a read-only transaction, then
+    decide and record (`decide`), and skip the notify tasks that have nothing to send.
+
+    The SQL is an Airflow template, so the task's "Rendered Template" shows it, and beside
+    it `bound_parameters`: the values bound to %(t)s, %(window)s and the check's params.
     """
 
     template_fields = ("sql", "bound_parameters")
@@ -96,10 +104,27 @@ class CheckMetricOperator(BaseOperator):
         super().render_template_fields(context, jinja_env)
         self.sql = readable_sql(self.sql)  # what "Rendered Template" shows, and what runs
 
-    def execute(self, context) -> dict[str, Any]:
-        from loyalty_checks.measure import measure_sql
+    def execute(self, context) -> None:
+        from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+        from loyalty_checks.lifecycle import channels_used
 
         check = catalog().check(self.check_id)
+        measurement = self.measure(check, context)
+        try:
+            channels = decide(check, measurement, context)
+        except StateUnavailable as exc:
+            # Not a measurement error: report_error, which runs when this task fails, says nothing.
+            context["ti"].xcom_push(key="state_error", value=str(exc)[:2000])
+            raise
+        idle = [f"{check.id}.notify_{ch}" for ch in channels_used(check) if ch not in channels]
+        if idle:
+            raise DownstreamTasksSkipped(tasks=idle)
+
+    def measure(self, check: Check, context) -> dict[str, Any]:
+        """The check's SQL as of T: the measurement (value, details, entities)."""
+        from loyalty_checks.measure import measure_sql
+
         t = run_time(context)
         try:
             # Time limits from the catalog (connections.py): a silent database fails this try in time.
@@ -116,7 +141,7 @@ class CheckMetricOperator(BaseOperator):
         return measurement
 
 
-BLIND_KEY = "sent_while_blind"  # XCom of decide / report_error: what fail open sent, and when
+BLIND_KEY = "sent_while_blind"  # XCom of measure / report_error: what fail open sent, and when
 
 
 def _sent_while_blind(check: Check, context):
@@ -124,17 +149,19 @@ def _sent_while_blind(check: Check, context):
     from loyalty_checks.lifecycle import SentWhileBlind
 
     paged, errored = context["ti"].xcom_pull(
-        task_ids=[f"{check.id}.decide", f"{check.id}.report_error"], key=BLIND_KEY,
+        task_ids=[f"{check.id}.measure", f"{check.id}.report_error"], key=BLIND_KEY,
         include_prior_dates=True, map_indexes=-1)
     when = [dt.datetime.fromisoformat(v) if v else None for v in (paged, errored)]
     return SentWhileBlind(paged_at=when[0], error_reported_at=when[1]) if any(when) else None
 
 
-def decide(check: Check, measurement: dict[str, Any], context) -> list[str] | None:
-    """The threshold branch: evaluate, record (the lifecycle decides), return the notify tasks.
+def decide(check: Check, measurement: dict[str, Any], context) -> list[str]:
+    """The threshold branch: evaluate, record (the lifecycle decides), return the channels
+    that have something to send.
 
     Fails open: when the alert state cannot be reached, the lifecycle's `fail_open`
-    says what still goes out (a firing check that pages still pages, once while blind).
+    says what still goes out (a firing check that pages still pages, once while blind);
+    when nothing has to, it raises StateUnavailable.
     """
     from loyalty_checks import lifecycle
     from loyalty_checks.evaluate import evaluate
@@ -146,22 +173,22 @@ def decide(check: Check, measurement: dict[str, Any], context) -> list[str] | No
     try:
         with connections.monitoring_db(check=check) as conn:
             notes = record(conn, check, run, evaluation, blind)
-    except Exception:
+    except Exception as exc:
         notes = lifecycle.fail_open(check, evaluation, blind, run.t)
         if notes is None:
-            raise
+            raise StateUnavailable(f"{check.id} was measured ({evaluation.status}) but its alert state is"
+                                   f" unavailable: {type(exc).__name__}: {exc}") from exc
         if not notes:
             log.exception("%s fires, the alert state is unavailable, and it was paged already", check.id)
-            return None
+            return []
         log.exception("%s fires but the alert state is unavailable: paging anyway (fail open)", check.id)
         context["ti"].xcom_push(key=BLIND_KEY, value=run.t.isoformat())
         context["ti"].xcom_push(key="failopen", value={"note": notes[0].to_dict(), "evaluation": evaluation.to_dict()})
-        return [f"{check.id}.notify_{ch}" for ch in notes[0].channels]
+        return list(notes[0].channels)
     log.info("%s: %s, value %s, %d breaching entities; notifications: %s", check.id, evaluation.status,
              evaluation.value, len(evaluation.entities),
              ", ".join(f"{n['event']} -> {'+'.join(n['channels'])}" for n in notes) or "none")
-    channels = sorted({ch for n in notes for ch in n["channels"]})
-    return [f"{check.id}.notify_{ch}" for ch in channels] or None
+    return sorted({ch for n in notes for ch in n["channels"]})
 
 
 def _notice(check: Check, note: dict[str, Any], evaluation: dict[str, Any], context):
@@ -180,7 +207,7 @@ def notify(check: Check, channel: str, context) -> int:
     from loyalty_checks.state import load_evaluation
 
     ref = run_ref(context)
-    failopen = context["ti"].xcom_pull(task_ids=f"{check.id}.decide", key="failopen")
+    failopen = context["ti"].xcom_pull(task_ids=f"{check.id}.measure", key="failopen")
     if failopen:  # decided without the alert state: nothing to claim, send directly
         sender(channel).send(_notice(check, failopen["note"], failopen["evaluation"], context))
         return 1
@@ -202,9 +229,14 @@ def report_error(check: Check, context) -> list[str]:
     from loyalty_checks.pipeline import deliver as deliver_once
     from loyalty_checks.pipeline import record
 
+    from airflow.sdk.exceptions import AirflowSkipException
+
     ref = run_ref(context)
-    error = str(context["ti"].xcom_pull(task_ids=f"{check.id}.measure", key="error")
-                or f"{check.id}.measure failed; see its task log")
+    pulled = context["ti"].xcom_pull(task_ids=f"{check.id}.measure", key="error")
+    if pulled is None and context["ti"].xcom_pull(task_ids=f"{check.id}.measure", key="state_error"):
+        # Measured, not recorded, nothing to page: the run is red (measure failed), nobody is told.
+        raise AirflowSkipException(f"{check.id} was measured; only its alert state was unavailable (measure's log)")
+    error = str(pulled or f"{check.id}.measure failed; see its task log")
     log.error("%s could not be evaluated at %s: %s", check.id, ref.t.isoformat(), error)
     outcome = MeasurementError(check.id, error)
     blind = _sent_while_blind(check, context)

@@ -1,0 +1,117 @@
+"""Warm workers: import once, in a long-lived parent, what every task process needs.
+
+Airflow runs each task in a process forked from a long-lived parent (a LocalExecutor
+worker, forked from the scheduler; a Celery pool process; the dag-processor's file
+processors, forked from its manager), and that process parses the DAG file again
+before it runs (Airflow's task runner). What the parent has imported before it forks,
+the child has for free (copy on write): Airflow's DAG bag and task runner, the
+providers' decorators and the Postgres hook, the plugins (a task process loads them for
+their listeners), the API client's TLS context, this package, and the parsed catalog.
+
+`install()` registers that import to run the first time the process forks
+(`os.register_at_fork`), so it is safe to call from `airflow_local_settings.py`, which
+every Airflow process imports while Airflow itself is still initializing
+(config/airflow_local_settings.py, docs/deploy.md):
+
+    from loyalty_checks import warm
+    warm.install()
+
+A process that never forks (the api-server, `airflow dags test`, a CLI command) never
+pays for it. It reads only the catalog file: no database, network, connection or
+Variable access, like parsing a DAG file; a failure is logged and changes nothing (the
+task process then imports what it needs itself, and reports what is wrong).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+
+log = logging.getLogger(__name__)
+
+# What a task process of a check DAG imports, in the order it needs them.
+MODULES = (
+    "airflow.dag_processing.dagbag",           # the task runner's BundleDagBag
+    "airflow.sdk.execution_time.task_runner",
+    "airflow.sdk.execution_time.supervisor",   # the worker's side of each task process
+    "airflow.providers.standard.decorators.python",
+    "airflow.providers.standard.decorators.branch_python",
+    "airflow.providers.standard.operators.python",
+    "airflow.providers.common.sql.hooks.sql",
+    "airflow.providers.postgres.hooks.postgres",
+    "airflow.providers.standard.operators.empty",
+    "psycopg",
+    "pendulum",
+    "loyalty_checks.factory",
+    "loyalty_checks.tasks",
+    "loyalty_checks.connections",
+    "loyalty_checks.measure",
+    "loyalty_checks.evaluate",
+    "loyalty_checks.lifecycle",
+    "loyalty_checks.pipeline",
+    "loyalty_checks.state",
+    "loyalty_checks.deliver",
+    "loyalty_checks.messages",
+)
+
+_done = False
+
+
+def _decorators() -> None:
+    from airflow.sdk import task
+
+    task.branch  # noqa: B018 - resolves the providers' taskflow decorators (ProvidersManager)
+
+
+def _plugins() -> None:
+    from airflow.sdk.listener import get_listener_manager
+
+    get_listener_manager()  # loads the plugins (cached): every task process asks for the listeners
+
+
+def _api_client_tls() -> None:
+    from airflow.sdk.api import client
+
+    client.Client._get_ssl_context_cached(client.API_SSL_CA_FILE_PATH, client.API_SSL_CERT_PATH)
+
+
+def _catalog() -> None:
+    from loyalty_checks.catalog import catalog
+
+    catalog()
+
+
+_STEPS = (("decorators", _decorators), ("plugins", _plugins), ("API client", _api_client_tls),
+          ("catalog", _catalog))
+
+
+def preload() -> list[str]:
+    """Import MODULES, resolve the taskflow decorators and read the catalog, once per
+    process; returns what could not be loaded (logged, never raised)."""
+    global _done
+    if _done:
+        return []
+    _done = True
+    started, failed = time.monotonic(), []
+    for name in MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a cold task process is slower, not broken
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    for name, step in _STEPS:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - e.g. an invalid catalog: the DAG file's import error
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    if failed:
+        log.warning("loyalty_checks.warm: not preloaded: %s", "; ".join(failed))
+    log.info("loyalty_checks.warm: preloaded in %.2f s (pid %d)", time.monotonic() - started, os.getpid())
+    return failed
+
+
+def install() -> None:
+    """Preload before this process first forks (a worker parent), never at import time."""
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(before=preload)

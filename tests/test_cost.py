@@ -1,0 +1,173 @@
+"""What a run costs stays linear in its checks (issue 16): a task process builds only its
+own check's tasks; a warm worker parent preloads without touching a database or the
+network; a site catalog brings its own SQL folder. The CPU figures themselves come from
+`make bench-cost` (bench/cost.py, docs/performance.md), never from a timed test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from bench.cost import write_catalog
+from loyalty_checks.catalog import CatalogError, load_catalog
+from tests.conftest import ROOT
+from tests.sql.rows import MIN, T
+
+P0, P2 = "loyalty_p0_checks", "loyalty_p2_checks"
+GROUP_TASKS = ("measure", "decide", "notify_pagerduty", "notify_slack", "report_error")
+
+
+@pytest.fixture(scope="module")
+def site_catalog(tmp_path_factory):
+    """A generated site catalog of 50 P0 checks, with its own SQL folder outside the package."""
+    return write_catalog(tmp_path_factory.mktemp("site"), 50)
+
+
+def parse_as(monkeypatch, catalog_file, dag_file: str, dag_id: str | None, task_id: str | None):
+    """The DAG as a task process of (dag_id, task_id) parses it: Airflow's parsing context is
+    these two environment variables (set here by monkeypatch, which also removes them again;
+    Airflow's own context manager leaves them behind when they were unset)."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.context import _AIRFLOW_PARSING_CONTEXT_DAG_ID, _AIRFLOW_PARSING_CONTEXT_TASK_ID
+
+    monkeypatch.setenv("LOYALTY_CHECKS_CATALOG", str(catalog_file))
+    for name, value in ((_AIRFLOW_PARSING_CONTEXT_DAG_ID, dag_id), (_AIRFLOW_PARSING_CONTEXT_TASK_ID, task_id)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    bag = DagBag(dag_folder=str(ROOT / "dags" / dag_file))
+    assert bag.import_errors == {}
+    return next(iter(bag.dags.values()))
+
+
+def test_the_dag_processor_builds_every_check(monkeypatch, site_catalog):
+    dag = parse_as(monkeypatch, site_catalog, "loyalty_p0_checks.py", None, None)
+    assert len(dag.task_group.children) == 50 + 2  # the groups, heartbeat and heartbeat_failed
+    assert len(dag.tasks) == 50 * len(GROUP_TASKS) + 2
+    assert "`bench_check_050`" in dag.doc_md
+
+
+@pytest.mark.parametrize("task", ["measure", "decide", "notify_slack", "report_error"])
+def test_a_task_process_builds_only_its_own_checks_group(monkeypatch, site_catalog, task):
+    dag = parse_as(monkeypatch, site_catalog, "loyalty_p0_checks.py", P0, f"bench_check_017.{task}")
+    assert set(dag.task_ids) == {f"bench_check_017.{t}" for t in GROUP_TASKS} | {"heartbeat", "heartbeat_failed"}
+    assert dag.doc_md is None  # nobody reads a task process's doc
+    measure = dag.get_task("bench_check_017.measure")
+    # The template file is read from the site's folder (BundleDagBag resolves it at parse).
+    assert measure.sql == (site_catalog.parent / "sql" / "p0" / "bench_check_017.sql").read_text()
+    assert dag.template_searchpath == [str(site_catalog.parent / "sql")]
+    # The branch still sees its own notify tasks, the error report its measure.
+    assert dag.get_task("bench_check_017.decide").downstream_task_ids == {
+        "bench_check_017.notify_pagerduty", "bench_check_017.notify_slack"}
+    assert dag.get_task("bench_check_017.report_error").upstream_task_ids == {"bench_check_017.measure"}
+
+
+def test_a_run_level_task_builds_no_check_group(monkeypatch, site_catalog):
+    dag = parse_as(monkeypatch, site_catalog, "loyalty_p0_checks.py", P0, "heartbeat")
+    assert set(dag.task_ids) == {"heartbeat", "heartbeat_failed"}
+    digest = parse_as(monkeypatch, site_catalog, "loyalty_p2_checks.py", P2, "post_digest")
+    assert set(digest.task_ids) == {"digest_metrics", "post_digest", "fail_if_any_failed"}
+
+
+def test_a_task_process_of_another_dag_builds_this_one_whole(monkeypatch, site_catalog):
+    """The context names another DAG (a file with several DAGs, or a test): nothing is left out."""
+    dag = parse_as(monkeypatch, site_catalog, "loyalty_p0_checks.py", "loyalty_p1_checks", "x.measure")
+    assert len(dag.tasks) == 50 * len(GROUP_TASKS) + 2
+
+
+PRELOAD_PROBE = textwrap.dedent("""
+    import os, sys
+    touched = []
+    def audit(event, args):
+        if event in ("socket.connect", "sqlite3.connect", "socket.getaddrinfo"):
+            touched.append((event, str(args)[:200]))
+    sys.addaudithook(audit)
+    sys.path.insert(0, sys.argv[1])
+    import airflow_local_settings  # what every Airflow process imports: registers, loads nothing
+    assert "loyalty_checks.factory" not in sys.modules, "imported before any fork"
+    from airflow.sdk import BaseHook, Connection, Variable
+    def forbid(what):
+        def f(*a, **k):
+            touched.append((what, str(a)[:200]))
+            raise RuntimeError(what + " in the worker parent")
+        return f
+    Connection.get = forbid("Connection.get")
+    Variable.get = forbid("Variable.get")
+    BaseHook.get_connection = forbid("BaseHook.get_connection")
+    pid = os.fork()  # the parent preloads first, as a LocalExecutor or Celery parent does
+    if pid == 0:
+        os._exit(0 if "loyalty_checks.factory" in sys.modules else 3)
+    _, status = os.waitpid(pid, 0)
+    from loyalty_checks import warm
+    print("CHILD", os.waitstatus_to_exitcode(status), "WARM", sorted(m for m in warm.MODULES if m in sys.modules) == sorted(warm.MODULES),
+          "CATALOG", bool(__import__("loyalty_checks.catalog", fromlist=["_cached"])._cached.cache_info().currsize))
+    print("TOUCHED", touched)
+""")
+
+
+def test_a_worker_parent_preloads_before_it_forks_without_any_connection(tmp_path):
+    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/never-created.db"}
+    out = subprocess.run([sys.executable, "-c", PRELOAD_PROBE, str(ROOT / "config")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "CHILD 0 WARM True CATALOG True" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "TOUCHED []" in out.stdout, out.stdout
+    assert not (tmp_path / "never-created.db").exists()
+
+
+# ---------------------------------------------------------------- a site catalog's own SQL
+
+def test_a_site_catalog_reads_its_checks_from_its_own_sql_folder(site_catalog):
+    cat = load_catalog(site_catalog)
+    folder = site_catalog.parent / "sql"
+    assert cat.sql_dir == folder
+    check = cat.check("bench_check_001")
+    assert check.sql_path == folder / "p0" / "bench_check_001.sql"
+    assert all(c.sql_path.is_file() and folder in c.sql_path.parents for c in cat.checks)
+    assert all(m.sql_path.parent.parent == folder for m in cat.digest_metrics)
+
+
+def _site(tmp_path, **changes):
+    data = yaml.safe_load((ROOT / "include" / "checks.yaml").read_text())
+    data.update(changes)
+    path = tmp_path / "site" / "checks.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_missing_sql_folder_or_file_is_named(tmp_path):
+    with pytest.raises(CatalogError, match=r"checks\.yaml, field 'sql_dir': not a folder: .*/site/nowhere"):
+        load_catalog(_site(tmp_path, sql_dir="nowhere"))
+    (tmp_path / "site" / "sql").mkdir()
+    with pytest.raises(CatalogError, match=r"check 'expiration_task_stale', field 'sql': SQL file not found: "
+                                           r".*/site/sql/p0/expiration_task_stale\.sql"):
+        load_catalog(_site(tmp_path, sql_dir="sql"))
+
+
+def test_a_site_check_runs_from_its_own_sql_folder(db, dagbag, airflow_conns, sink, monkeypatch, tmp_path):
+    """A generated check whose SQL lives only in the site's folder runs, breaches and pages."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    path = write_catalog(tmp_path, 2)
+    monkeypatch.setenv("LOYALTY_CHECKS_CATALOG", str(path))
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "loyalty_p0_checks.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags[P0]
+    for task in dag.tasks:
+        task.retries = 0
+    db.execute("INSERT INTO celery_taskmeta (id, task_id, status, name, date_done) VALUES"
+               " (1, 'a', 'FAILURE', 'bench.breach', %s), (2, 'b', 'FAILURE', 'bench.breach', %s)",
+               ((T - 10 * MIN).replace(tzinfo=None), (T + MIN).replace(tzinfo=None)))
+    dr = dag.test(logical_date=T)
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert dr.state == "success", states
+    pages = [r["body"] for r in sink.take("/pagerduty")]
+    assert sorted(p["dedup_key"] for p in pages) == ["loyalty/bench_check_001", "loyalty/bench_check_002"]
+    assert {p["payload"]["custom_details"]["value"] for p in pages} == {1}  # the row after T is not seen
