@@ -213,8 +213,13 @@ class Deployment:
         assert run["state"] == "success", s.report(f"warm-up run {run}")
 
     def task_processes(self, run: dict) -> int:
-        tis = self.stack.get(f"/api/v2/dags/{P0}/dagRuns/{quote(run['dag_run_id'], safe='')}/taskInstances"
-                             "?limit=10000")["task_instances"]
+        path = f"/api/v2/dags/{P0}/dagRuns/{quote(run['dag_run_id'], safe='')}/taskInstances"
+        tis: list[dict] = []
+        while True:  # the API pages its answers (at most 100 a page by default)
+            page = self.stack.get(f"{path}?limit=100&offset={len(tis)}")
+            tis += page["task_instances"]
+            if not page["task_instances"] or len(tis) >= page["total_entries"]:
+                break
         return sum(ti["try_number"] for ti in tis if ti["hostname"])  # a worker ran it (skipped ones: none)
 
     def stop(self) -> None:
@@ -357,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checks", type=int, action="append", help="P0 checks (repeatable; default 2, 50, 200)")
     parser.add_argument("--quiet-only", action="store_true", help="skip the run with every check firing")
     parser.add_argument("--cold", action="store_true", help="without config/airflow_local_settings.py")
+    parser.add_argument("--keep", action="store_true", help="keep the deployments' folders (logs) for a look")
     parser.add_argument("--output", type=Path, help="a Markdown file to write the table into")
     args = parser.parse_args(argv)
 
@@ -377,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nwritten into {args.output}")
     finally:
         pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

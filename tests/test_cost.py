@@ -171,3 +171,36 @@ def test_a_site_check_runs_from_its_own_sql_folder(db, dagbag, airflow_conns, si
     pages = [r["body"] for r in sink.take("/pagerduty")]
     assert sorted(p["dedup_key"] for p in pages) == ["loyalty/bench_check_001", "loyalty/bench_check_002"]
     assert {p["payload"]["custom_details"]["value"] for p in pages} == {1}  # the row after T is not seen
+
+
+# ---------------------------------------------------------------- the time budget counts the checks
+
+def _grown(tmp_path, checks: int, **p0) -> "Path":
+    """The bench's generated catalog of `checks` P0 checks, with the shipped P0 settings (or `p0`)."""
+    path = write_catalog(tmp_path, checks)
+    data = yaml.safe_load(path.read_text())
+    shipped = yaml.safe_load((ROOT / "include" / "checks.yaml").read_text())
+    data["dags"]["P0"] = {**shipped["dags"]["P0"], **p0}
+    data.pop("db_pool_slots")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_catalog_that_outgrows_its_interval_is_an_import_error_naming_the_numbers(tmp_path):
+    with pytest.raises(CatalogError) as err:
+        load_catalog(_grown(tmp_path, 200))
+    assert str(err.value) == (
+        f"{tmp_path / 'checks.yaml'}: dags.P0 (loyalty_p0_checks): 200 checks: when every check takes its worst"
+        " path at once, the run takes 98m10s (the longest path 4m20s + 49 more wave(s) of measures (200 on the"
+        " loyalty_db pool's 4 slots, max_active_tasks 16) × 86 s + 12 more wave(s) of reports × 118 s), longer"
+        " than run_timeout 4m45s: raise db_pool_slots (and the loyalty_db pool) or max_active_tasks, lower the"
+        " time limits, or split the checks into shards")
+
+
+def test_the_shipped_numbers_fit_as_long_as_one_wave_does(tmp_path):
+    """4 checks fill the pool's 4 slots once: the run is its longest path. A fifth needs a
+    second wave of measures (86 s more at worst), which 4m20s + 86 s no longer fits."""
+    assert load_catalog(_grown(tmp_path / "four", 4)).dags["P0"].max_active_tasks == 16
+    with pytest.raises(CatalogError, match=r"5 checks: .* the run takes 5m46s \(the longest path 4m20s \+ 1 more"
+                                           r" wave\(s\) of measures \(5 on the loyalty_db pool's 4 slots"):
+        load_catalog(_grown(tmp_path / "five", 5))

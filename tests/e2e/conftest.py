@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -257,7 +258,9 @@ def airflow_stack(pg, loyalty_db, sink, tmp_path_factory):
         deadline = deadline or time.monotonic() + SCENARIO_TIMEOUT
         root = tmp_path_factory.mktemp(f"e2e-{executor.lower()}")
         home = root / "home"
-        home.mkdir()
+        (home / "config").mkdir(parents=True)
+        # As deployed (docs/deploy.md): the worker parents preload before they fork.
+        shutil.copy(ROOT / "config" / "airflow_local_settings.py", home / "config")
         meta_db = f"airflow_e2e_{uuid.uuid4().hex[:10]}"
         pg.create_database(meta_db)
         port = free_port()

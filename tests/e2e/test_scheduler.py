@@ -100,6 +100,14 @@ def test_local_executor_scheduled_run_pages(airflow_stack, db, sink, capsys):
     with capsys.disabled():
         print(f"\n[e2e {stack.name}] migrated and started in {time.monotonic() - started:.1f} s", flush=True)
     scheduled_run_pages(stack, db, sink, deadline, capsys)
+    assert_warm(stack, "scheduler")  # the LocalExecutor's workers are forked from the scheduler
+
+
+def assert_warm(stack: AirflowStack, parent: str) -> None:
+    """The worker parent preloaded (config/airflow_local_settings.py) and nothing failed to load."""
+    log = stack.procs[parent][1].read_text(errors="replace")
+    assert "loyalty_checks.warm: preloaded" in log, stack.report(f"{parent} did not preload")
+    assert "loyalty_checks.warm: not preloaded" not in log, stack.report(f"{parent}: a preload failed")
 
 
 @pytest.fixture
@@ -134,3 +142,4 @@ def test_celery_executor_scheduled_run_pages(celery_queue, airflow_stack, db, si
     worker_log = stack.procs["celery-worker"][1].read_text(errors="replace")
     executed = worker_log.count("execute_workload")
     assert executed >= 1 and "succeeded" in worker_log, stack.report("the Celery worker ran no task")
+    assert_warm(stack, "celery-worker")  # its pool processes are forked from it
