@@ -53,26 +53,32 @@ def test_the_dag_processor_builds_every_check(monkeypatch, site_catalog):
     assert "`bench_check_050`" in dag.doc_md
 
 
-@pytest.mark.parametrize("task", ["measure", "decide", "notify_slack", "report_error"])
-def test_a_task_process_builds_only_its_own_checks_group(monkeypatch, site_catalog, task):
+@pytest.mark.parametrize("task", GROUP_TASKS)
+def test_a_task_process_builds_only_its_own_task(monkeypatch, site_catalog, task):
     dag = parse_as(monkeypatch, site_catalog, "loyalty_p0_checks.py", P0, f"bench_check_017.{task}")
-    assert set(dag.task_ids) == {f"bench_check_017.{t}" for t in GROUP_TASKS} | {"heartbeat", "heartbeat_failed"}
+    assert dag.task_ids == [f"bench_check_017.{task}"]  # in its group, without any other check's tasks
     assert dag.doc_md is None  # nobody reads a task process's doc
-    measure = dag.get_task("bench_check_017.measure")
+    full = parse_as(monkeypatch, site_catalog, "loyalty_p0_checks.py", None, None)
+    alone, whole = dag.get_task(f"bench_check_017.{task}"), full.get_task(f"bench_check_017.{task}")
+    for name in ("execution_timeout", "retries", "retry_delay", "trigger_rule", "pool", "doc_md"):
+        assert getattr(alone, name) == getattr(whole, name), name  # the same task as the scheduler's
+
+
+def test_the_measure_task_alone_reads_its_sql_from_the_sites_folder(monkeypatch, site_catalog):
+    dag = parse_as(monkeypatch, site_catalog, "loyalty_p0_checks.py", P0, "bench_check_017.measure")
     # The template file is read from the site's folder (BundleDagBag resolves it at parse).
-    assert measure.sql == (site_catalog.parent / "sql" / "p0" / "bench_check_017.sql").read_text()
+    assert dag.get_task("bench_check_017.measure").sql == (
+        site_catalog.parent / "sql" / "p0" / "bench_check_017.sql").read_text()
     assert dag.template_searchpath == [str(site_catalog.parent / "sql")]
-    # The branch still sees its own notify tasks, the error report its measure.
-    assert dag.get_task("bench_check_017.decide").downstream_task_ids == {
-        "bench_check_017.notify_pagerduty", "bench_check_017.notify_slack"}
-    assert dag.get_task("bench_check_017.report_error").upstream_task_ids == {"bench_check_017.measure"}
 
 
-def test_a_run_level_task_builds_no_check_group(monkeypatch, site_catalog):
-    dag = parse_as(monkeypatch, site_catalog, "loyalty_p0_checks.py", P0, "heartbeat")
-    assert set(dag.task_ids) == {"heartbeat", "heartbeat_failed"}
-    digest = parse_as(monkeypatch, site_catalog, "loyalty_p2_checks.py", P2, "post_digest")
-    assert set(digest.task_ids) == {"digest_metrics", "post_digest", "fail_if_any_failed"}
+@pytest.mark.parametrize(("dag_file", "task"), [("loyalty_p0_checks.py", "heartbeat"),
+                                                ("loyalty_p0_checks.py", "heartbeat_failed"),
+                                                ("loyalty_p2_checks.py", "post_digest"),
+                                                ("loyalty_p2_checks.py", "low_enrollment.measure")])
+def test_a_run_level_task_or_a_p2_task_builds_itself_alone(monkeypatch, site_catalog, dag_file, task):
+    dag = parse_as(monkeypatch, site_catalog, dag_file, P2 if "p2" in dag_file else P0, task)
+    assert dag.task_ids == [task]
 
 
 def test_a_task_process_of_another_dag_builds_this_one_whole(monkeypatch, site_catalog):

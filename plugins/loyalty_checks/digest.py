@@ -17,6 +17,7 @@ from airflow.sdk import TriggerRule, task
 
 from loyalty_checks import connections, deliver
 from loyalty_checks.catalog import Catalog
+from loyalty_checks.parsing import build
 from loyalty_checks.text import format_threshold, format_time, format_value, slack_escape, truncate
 
 log = logging.getLogger(__name__)
@@ -125,32 +126,39 @@ def _quality(conn, t, cat: Catalog) -> str | None:
         return None
 
 
-def add_digest(groups: list, cat: Catalog) -> None:
-    """Add the digest tasks after the P2 check groups (inside the DAG's `with` block)."""
+def add_digest(groups: list, cat: Catalog, task_id: str | None = None) -> None:
+    """Add the digest tasks after the P2 check groups (inside the DAG's `with` block); in a
+    task process (`task_id`), only that task (factory.py)."""
     spec = cat.dags["P2"]
 
-    @task(task_id="digest_metrics")
-    def digest_metrics(**context):
-        from loyalty_checks.tasks import run_time
+    def digest_metrics():
+        @task(task_id="digest_metrics")
+        def digest_metrics(**context):
+            from loyalty_checks.tasks import run_time
 
-        return collect_metrics(cat, run_time(context), spec.statement_timeout)
+            return collect_metrics(cat, run_time(context), spec.statement_timeout)
+        return digest_metrics()
 
-    @task(task_id="post_digest", trigger_rule=TriggerRule.ALL_DONE)
-    def post_digest(**context):
-        # Pulled, not passed: a failed digest_metrics leaves no XCom, and the digest still goes out.
-        metrics = context["ti"].xcom_pull(task_ids="digest_metrics")
-        return post(cat, metrics, context)
+    def post_digest():
+        @task(task_id="post_digest", trigger_rule=TriggerRule.ALL_DONE)
+        def post_digest(**context):
+            # Pulled, not passed: a failed digest_metrics leaves no XCom, and the digest still goes out.
+            metrics = context["ti"].xcom_pull(task_ids="digest_metrics")
+            return post(cat, metrics, context)
+        return post_digest()
 
-    @task(task_id="fail_if_any_failed", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
     def fail_if_any_failed():
-        from airflow.sdk.exceptions import AirflowFailException
+        @task(task_id="fail_if_any_failed", trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+        def fail_if_any_failed():
+            from airflow.sdk.exceptions import AirflowFailException
 
-        raise AirflowFailException("A check or a digest metric could not be evaluated: see the red tasks")
+            raise AirflowFailException("A check or a digest metric could not be evaluated: see the red tasks")
+        return fail_if_any_failed()
 
-    metrics = digest_metrics()
-    posted = post_digest()
-    groups >> posted
-    metrics >> posted
-    watcher = fail_if_any_failed()
-    groups >> watcher
-    [metrics, posted] >> watcher
+    made = build({"digest_metrics": digest_metrics, "post_digest": post_digest,
+                   "fail_if_any_failed": fail_if_any_failed},
+                  [("digest_metrics", "post_digest"), ("digest_metrics", "fail_if_any_failed"),
+                   ("post_digest", "fail_if_any_failed")], task_id)
+    for name in ("post_digest", "fail_if_any_failed"):  # the watcher sees every task
+        if name in made:
+            groups >> made[name]

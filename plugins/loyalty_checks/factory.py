@@ -15,11 +15,8 @@ built statically from the catalog (no mapped task groups: branching inside them 
 not skip, apache/airflow#67265), and no branch is the direct upstream of a join
 (apache/airflow#55187). Parsing reads only the catalog file.
 
-A task process parses the DAG file again before it runs its task (Airflow's task
-runner). There, Airflow's parsing context names the running task, and the DAG is
-built with that task's check group only (or none, for the run-level tasks) and without
-its doc: the cost of starting a task does not grow with the number of checks. The
-scheduler reads the whole DAG from its serialized copy, never from this partial one.
+A task process builds only its own task (parsing.py): starting a task costs the same
+whatever the number of checks.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ from airflow.sdk import DAG, TaskGroup, TriggerRule, task
 from loyalty_checks import budget, tasks
 from loyalty_checks.catalog import Catalog, Check, DagSpec, catalog
 from loyalty_checks.lifecycle import channels_used
+from loyalty_checks.parsing import build, in_group, running_task
 from loyalty_checks.text import format_duration, format_threshold
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -104,59 +102,48 @@ What fires now, since when, what was sent and the silences: [the alert console](
 """
 
 
-def running_task(dag_id: str) -> str | None:
-    """The task id when this parse is a task process's of `dag_id` (Airflow's parsing
-    context), else None (the dag-processor, `dags test`, a DagBag)."""
-    from airflow.sdk import get_parsing_context
-
-    running = get_parsing_context()
-    return running.task_id if running.dag_id == dag_id else None
-
-
-def checks_to_build(checks: tuple[Check, ...], task_id: str | None) -> tuple[Check, ...]:
-    """Every check, or in a task process only the running task's check (none for a
-    run-level task: heartbeat, digest)."""
-    if task_id is None:
-        return checks
-    group = task_id.split(".", 1)[0] if "." in task_id else None
-    return tuple(c for c in checks if c.id == group)
-
-
 DECIDE_DOC = """The threshold branch. `measure` evaluated the threshold, recorded the decision
 of the lifecycle and skipped the notify tasks with nothing to send (its log says what it
 decided); this task marks that step in the grid and starts no process of its own."""
 
 
-def _check_group(check: Check, spec: DagSpec):
-    """measure -> decide -> notify_*; measure -> report_error."""
+def _check_group(check: Check, spec: DagSpec, task_id: str | None):
+    """measure -> decide -> notify_*; measure -> report_error (in a task process, only its task)."""
     tb = budget.check_tasks(spec, check)  # execution_timeout and retries of each task (budget.py)
 
     def limits(name: str) -> dict:
         return {"execution_timeout": tb[name].execution_timeout, "retries": tb[name].retries}
 
-    with TaskGroup(group_id=check.id, tooltip=check.title) as group:
-        measure = tasks.CheckMetricOperator(task_id="measure", check_id=check.id, sql=check.sql,
-                                            bound_parameters=tasks.bound_parameters_template(check),
-                                            doc_md=f"**{check.title}**: {check.metric}",
-                                            pool=POOL if check.source == "loyalty_db" else "default_pool",
-                                            **limits("measure"))
-        # The check's routes (and PagerDuty when it may escalate); digest-only checks have none.
-        channels = channels_used(check)
+    # The check's routes (and PagerDuty when it may escalate); digest-only checks have none.
+    channels = channels_used(check)
+    decided = "decide" if channels else "evaluate"
 
+    def measure():
+        return tasks.CheckMetricOperator(task_id="measure", check_id=check.id, sql=check.sql,
+                                         bound_parameters=tasks.bound_parameters_template(check),
+                                         doc_md=f"**{check.title}**: {check.metric}",
+                                         pool=POOL if check.source == "loyalty_db" else "default_pool",
+                                         **limits("measure"))
+
+    def report_error():
         @task(task_id="report_error", trigger_rule=TriggerRule.ONE_FAILED, **limits("report_error"))
         def report_error(**context):
             return tasks.report_error(check, context)
+        return report_error()
 
-        # measure decided already: the scheduler completes these without a process (no callbacks).
-        decided = EmptyOperator(task_id="decide" if channels else "evaluate", doc_md=DECIDE_DOC)
-        measure >> decided
-        for channel in channels:
-            @task(task_id=f"notify_{channel}", **limits("notify"))
-            def notify(channel=channel, **context):
-                return tasks.notify(check, channel, context)
+    def notify(channel: str):
+        @task(task_id=f"notify_{channel}", **limits("notify"))
+        def notify(**context):
+            return tasks.notify(check, channel, context)
+        return notify()
 
-            decided >> notify()
-        measure >> report_error()
+    # measure decided already: the scheduler completes `decide` without a process (no callbacks).
+    makers = {"measure": measure, "report_error": report_error,
+              decided: lambda: EmptyOperator(task_id=decided, doc_md=DECIDE_DOC),
+              **{f"notify_{ch}": (lambda ch=ch: notify(ch)) for ch in channels}}
+    edges = [("measure", decided), ("measure", "report_error"), *((decided, f"notify_{ch}") for ch in channels)]
+    with TaskGroup(group_id=check.id, tooltip=check.title) as group:
+        build(makers, edges, task_id, check.id)
     return group
 
 
@@ -167,7 +154,7 @@ connection is not defined**: there is then no outside heartbeat, and the P1 chec
 instead of `heartbeat` when a check could not be evaluated."""
 
 
-def _add_heartbeat(groups: list, spec: DagSpec) -> None:
+def _add_heartbeat(groups: list, spec: DagSpec, task_id: str | None) -> None:
     """Ping the dead man's switch (connection `loyalty_heartbeat`) when a P0 run finishes.
 
     `heartbeat` runs when every check was evaluated; `heartbeat_failed` when one could
@@ -177,16 +164,20 @@ def _add_heartbeat(groups: list, spec: DagSpec) -> None:
     hb = budget.heartbeat_task(spec)
     limits = {"execution_timeout": hb.execution_timeout, "retries": hb.retries}
 
-    @task(task_id="heartbeat", trigger_rule=TriggerRule.NONE_FAILED, doc_md=HEARTBEAT_DOC, **limits)
     def heartbeat():
-        tasks.ping_heartbeat(failed=False, timeout=spec.http_timeout)
+        @task(task_id="heartbeat", trigger_rule=TriggerRule.NONE_FAILED, doc_md=HEARTBEAT_DOC, **limits)
+        def heartbeat():
+            tasks.ping_heartbeat(failed=False, timeout=spec.http_timeout)
+        return heartbeat()
 
-    @task(task_id="heartbeat_failed", trigger_rule=TriggerRule.ONE_FAILED, doc_md=HEARTBEAT_DOC, **limits)
     def heartbeat_failed():
-        tasks.ping_heartbeat(failed=True, timeout=spec.http_timeout)
+        @task(task_id="heartbeat_failed", trigger_rule=TriggerRule.ONE_FAILED, doc_md=HEARTBEAT_DOC, **limits)
+        def heartbeat_failed():
+            tasks.ping_heartbeat(failed=True, timeout=spec.http_timeout)
+        return heartbeat_failed()
 
-    groups >> heartbeat()
-    groups >> heartbeat_failed()
+    for made in build({"heartbeat": heartbeat, "heartbeat_failed": heartbeat_failed}, [], task_id).values():
+        groups >> made
 
 
 def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
@@ -214,13 +205,13 @@ def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
             "execution_timeout": spec.run_timeout,
         },
     ) as dag:
-        groups = [_check_group(check, spec) for check in checks_to_build(checks, task_id)]
+        groups = [_check_group(check, spec, task_id) for check in checks if in_group(task_id, check.id)]
         if spec.heartbeat:
-            _add_heartbeat(groups, spec)
+            _add_heartbeat(groups, spec, task_id)
         if "digest" in spec.routes:
             from loyalty_checks.digest import add_digest
 
-            add_digest(groups, cat)
+            add_digest(groups, cat, task_id)
     return dag
 
 
