@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
+from bench.report import write_block  # noqa: E402
 from demo.capture_server import CaptureServer  # noqa: E402
 from demo.embedded_pg import connection_env, start  # noqa: E402
 from tests.e2e.conftest import AirflowStack, _fernet_key, airflow_process_env, free_port, sqlalchemy_url  # noqa: E402
@@ -50,7 +52,6 @@ P0 = "loyalty_p0_checks"
 SIZES = (2, 50, 200)
 IDLE_SECONDS = 30.0        # one [dag_processor] min_file_process_interval: every DAG file re-parsed once
 RUN_TIMEOUT = 600.0
-MARK_BEGIN, MARK_END = "<!-- bench-cost:begin -->", "<!-- bench-cost:end -->"
 POOL_SLOTS, MAX_ACTIVE_TASKS = 50, 100
 BENCH_P0 = {"max_active_tasks": MAX_ACTIVE_TASKS, "statement_timeout": "1s", "connect_timeout": "1s", "grace": "1s",
             "http_timeout": "1s", "retries": 0}
@@ -267,7 +268,50 @@ def measure_run(dep: Deployment, idle_rate: float, started: float, cpu0: dict[st
             "parts": {k: round(v - cpu0[k], 1) for k, v in parts.items()}}
 
 
-def bench_size(pg, checks: int, warm: bool, firing: bool, workdir: Path, log) -> dict:
+PARSE_PROBE = """
+import json, os, sys, time
+from airflow.dag_processing.dagbag import DagBag
+import loyalty_checks.factory
+best = None
+for _ in range(3):
+    t = time.process_time()
+    bag = DagBag(dag_folder=sys.argv[1])
+    best = min(best or 1e9, time.process_time() - t)
+    assert not bag.import_errors, bag.import_errors
+print(json.dumps({"parse": best, "tasks": len(bag.dags["loyalty_p0_checks"].tasks)}))
+"""
+
+
+def parse_cost(dep: "Deployment") -> dict:
+    """The dag-processor's side: CPU to parse the P0 DAG file (best of 3, after Airflow's
+    imports) and the task instances each run gets."""
+    out = subprocess.run([sys.executable, "-c", PARSE_PROBE, str(ROOT / "dags" / "loyalty_p0_checks.py")],
+                         env=dep.stack.env, capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def start_profilers(dep: "Deployment", folder: Path | None) -> list[subprocess.Popen]:
+    """py-spy (if installed) on every component's process tree, raw stacks into `folder`: where
+    the CPU goes (the numbers of the table are taken with no profiler running)."""
+    if folder is None:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([spy, "record", "--subprocesses", "--nonblocking", "-r", "50", "-f", "raw",  # noqa: S603
+                              "-p", str(proc.pid), "-o", str(folder / f"n{dep.checks}-{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, (proc, _) in dep.stack.procs.items()]
+
+
+def stop_profilers(profilers: list[subprocess.Popen]) -> None:
+    for spy in profilers:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for spy in profilers:
+        spy.wait(timeout=60)
+
+
+def bench_size(pg, checks: int, warm: bool, firing: bool, workdir: Path, log,
+               profile: Path | None = None) -> dict:
     sink = CaptureServer().start()
     dep = Deployment(pg, checks, warm, workdir, sink)
     try:
@@ -281,14 +325,17 @@ def bench_size(pg, checks: int, warm: bool, firing: bool, workdir: Path, log) ->
         log(f"  N={checks}: idle {idle_rate * 60:.1f} CPU-s per minute")
         margin = 60 + checks * 1.0
         wait_for_boundary(margin, log)
+        profilers = start_profilers(dep, profile)
         cpu0, started = snapshot(dep), time.monotonic()
         status, body = dep.stack.api("PATCH", f"/api/v2/dags/{P0}", {"is_paused": False})
         assert status == 200, dep.stack.report(f"unpause -> {status}: {body}")
         quiet = measure_run(dep, idle_rate, started, cpu0, time.monotonic() + RUN_TIMEOUT, None)
+        stop_profilers(profilers)
         assert quiet["state"] == "success", dep.stack.report(f"quiet run: {quiet}")
         sent = len(sink.requests)
         log(f"  N={checks} quiet: {quiet}")
-        result = {"checks": checks, "idle_per_min": idle_rate * 60, "quiet": quiet, "quiet_sent": sent}
+        result = {"checks": checks, "idle_per_min": idle_rate * 60, "quiet": quiet, "quiet_sent": sent,
+                  **parse_cost(dep)}
         if firing:
             with dep.pg.connect(dep.loyalty_db, autocommit=True) as conn:
                 conn.execute("INSERT INTO celery_taskmeta (id, task_id, status, name, date_done) "
@@ -309,6 +356,20 @@ def bench_size(pg, checks: int, warm: bool, firing: bool, workdir: Path, log) ->
         sink.stop()
 
 
+COST_INTRO = """What one scheduled run of the P0 DAG costs the whole deployment, by number of checks
+(issue 16). CPU-s per run: user + system seconds of the scheduler, its LocalExecutor workers
+and their task processes, the dag-processor and the api-server, from the unpause to the
+run's end, minus their idle rate over the same time (measured for 30 s before; the
+column on the right). A quiet check starts one task process (`measure`, which decides;
+`decide` is completed by the scheduler, skipped tasks start none); a firing one also
+starts its `notify_pagerduty` and `notify_slack`. Targets (2 cores): 200 checks ≤ 50
+CPU-s per run (≤ 0.25 per check), growth 50 → 200 ≤ 4.4×, the 200-check run ≤ 120 s wall,
+2 checks ≤ 1.5 CPU-s. Before this issue: 2 checks 1.6 CPU-s, 50 checks 38, 200 checks 312
+(178 s wall, 401 task processes).
+
+"""
+
+
 def machine() -> str:
     cpus = os.cpu_count()
     try:
@@ -323,7 +384,7 @@ def machine() -> str:
 def report(results: list[dict], warm: bool, argv: list[str]) -> str:
     def row(label: str, r: dict, run: dict) -> str:
         return (f"| {r['checks']} | {label} | {run['cpu']:.1f} | {run['cpu'] / r['checks']:.3f} | {run['wall']:.0f} s"
-                f" | {run['processes']} | {r['idle_per_min']:.1f} |")
+                f" | {run['processes']} | {r['tasks']} | {r['parse'] * 1000:.0f} ms | {r['idle_per_min']:.1f} |")
 
     lines = [
         f"`{' '.join(['python -m bench.cost', *argv])}` (`make bench-cost`), {dt.date.today().isoformat()},"
@@ -332,8 +393,9 @@ def report(results: list[dict], warm: bool, argv: list[str]) -> str:
         f" dag-processor and api-server as separate processes on a PostgreSQL metadata database;"
         f" worker parent {'warm (config/airflow_local_settings.py)' if warm else 'cold'}.",
         "",
-        "| P0 checks | run | CPU-s per run | per check | wall | task processes | idle CPU-s per min |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| P0 checks | run | CPU-s per run | per check | wall | task processes | task instances | P0 file parse"
+        " | idle CPU-s per min |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(row("quiet", r, r["quiet"]))
@@ -342,18 +404,16 @@ def report(results: list[dict], warm: bool, argv: list[str]) -> str:
     by_n = {r["checks"]: r["quiet"]["cpu"] for r in results}
     if 50 in by_n and 200 in by_n and by_n[50] > 0:
         lines += ["", f"Growth 50 → 200 checks (quiet): {by_n[200] / by_n[50]:.2f}× (linear: 4×)."]
+    lines += ["", "Where the CPU went (CPU-s; scheduler = its own process, workers and tasks = the"
+                  " LocalExecutor workers with their task processes):", ""]
+    for r in results:
+        for label in ("quiet", "firing"):
+            if label in r:
+                parts = ", ".join(f"{k} {v:.1f}" for k, v in r[label]["parts"].items())
+                lines.append(f"- {r['checks']} checks, {label}: {parts}")
+    lines += ["", "P0 file parse: CPU of one parse of dags/loyalty_p0_checks.py as the dag-processor does it"
+                  " (best of 3, after Airflow's imports); a task process builds its one task only."]
     return "\n".join(lines)
-
-
-def write_into(path: Path, table: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    block = f"{MARK_BEGIN}\n{table}\n{MARK_END}"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Cost of a run by number of checks\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checks", type=int, action="append", help="P0 checks (repeatable; default 2, 50, 200)")
     parser.add_argument("--quiet-only", action="store_true", help="skip the run with every check firing")
     parser.add_argument("--cold", action="store_true", help="without config/airflow_local_settings.py")
+    parser.add_argument("--profile", type=Path, help="also record py-spy stacks of the quiet run into this folder"
+                                                      " (its figures are then not comparable)")
     parser.add_argument("--keep", action="store_true", help="keep the deployments' folders (logs) for a look")
     parser.add_argument("--output", type=Path, help="a Markdown file to write the table into")
     args = parser.parse_args(argv)
@@ -375,11 +437,11 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for n in args.checks or SIZES:
             log(f"N={n}: starting Airflow")
-            results.append(bench_size(pg, n, not args.cold, not args.quiet_only, workdir, log))
+            results.append(bench_size(pg, n, not args.cold, not args.quiet_only, workdir, log, args.profile))
         table = report(results, not args.cold, argv)
         print("\n" + table)
         if args.output:
-            write_into(args.output, table)
+            write_block(args.output, "bench-cost", "Cost of a run by number of checks", COST_INTRO + table)
             print(f"\nwritten into {args.output}")
     finally:
         pg.stop()

@@ -807,7 +807,9 @@ def _bench(args, naive_runs: int, command: str, started: float, log) -> int:
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
+        from bench.report import carried_blocks
+
+        args.output.write_text(text.rstrip("\n") + "\n" + carried_blocks(args.output), encoding="utf-8")
         log(f"wrote {args.output} ({ctx['seconds']:.0f} s in all)")
     if args.json:
         args.json.write_text(json.dumps(ctx, default=str, indent=1), encoding="utf-8")

@@ -153,3 +153,18 @@ def test_report_has_the_backtest_figures(bench):
     assert figures["backtest"]["sweep"]["candidates"] == 13
     assert set(figures["backtest"]["flat"]) == {"10", "30"}
     assert "## Backtest (issue 11)" in report
+
+
+def test_a_rewrite_of_the_performance_page_keeps_the_cost_section(tmp_path):
+    """`make bench` writes docs/performance.md anew; `make bench-cost`'s section survives it."""
+    from bench.report import carried_blocks, write_block
+
+    page = tmp_path / "performance.md"
+    page.write_text("# Performance\n\nold figures\n")
+    write_block(page, "bench-cost", "Cost of a run by number of checks", "| 2 | quiet | 1.0 |")
+    write_block(page, "bench-cost", "Cost of a run by number of checks", "| 2 | quiet | 0.9 |")  # replaced
+    assert page.read_text().count("## Cost of a run by number of checks") == 1
+    assert "| 2 | quiet | 0.9 |" in page.read_text() and "1.0" not in page.read_text()
+    rewritten = "# Performance\n\nnew figures\n" + carried_blocks(page)
+    assert rewritten.endswith("<!-- bench-cost:begin -->\n| 2 | quiet | 0.9 |\n<!-- bench-cost:end -->\n")
+    assert carried_blocks(tmp_path / "absent.md") == ""

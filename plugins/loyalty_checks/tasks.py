@@ -141,18 +141,36 @@ class CheckMetricOperator(BaseOperator):
         return measurement
 
 
-BLIND_KEY = "sent_while_blind"  # XCom of measure / report_error: what fail open sent, and when
+# What fail open sent while the alert state was unreachable, and when: one XCom of the
+# check's `measure` task, {"paged_at": T, "error_reported_at": T}, written by measure (it
+# paged) or report_error (it reported the error) and carried forward by each later blind
+# send, so that one pull (the latest, across runs) tells both.
+BLIND_KEY = "sent_while_blind"
+
+
+def _blind_marker(check: Check, context) -> dict[str, str | None]:
+    value = context["ti"].xcom_pull(task_ids=f"{check.id}.measure", key=BLIND_KEY,
+                                    include_prior_dates=True, map_indexes=-1)
+    return value if isinstance(value, dict) else {}
 
 
 def _sent_while_blind(check: Check, context):
-    """What this check's fail-open path sent in earlier runs (their task output)."""
+    """What this check's fail-open path sent in earlier runs."""
     from loyalty_checks.lifecycle import SentWhileBlind
 
-    paged, errored = context["ti"].xcom_pull(
-        task_ids=[f"{check.id}.measure", f"{check.id}.report_error"], key=BLIND_KEY,
-        include_prior_dates=True, map_indexes=-1)
-    when = [dt.datetime.fromisoformat(v) if v else None for v in (paged, errored)]
+    marker = _blind_marker(check, context)
+    when = [dt.datetime.fromisoformat(v) if v else None for v in (marker.get("paged_at"),
+                                                               marker.get("error_reported_at"))]
     return SentWhileBlind(paged_at=when[0], error_reported_at=when[1]) if any(when) else None
+
+
+def _remember_blind(check: Check, context, what: str, t: dt.datetime) -> None:
+    """Carry the check's marker forward with `what` ("paged_at", "error_reported_at") at T."""
+    from airflow.sdk.bases.xcom import BaseXCom
+
+    ti = context["ti"]
+    BaseXCom.set(key=BLIND_KEY, value={**_blind_marker(check, context), what: t.isoformat()},
+                 dag_id=ti.dag_id, task_id=f"{check.id}.measure", run_id=ti.run_id, map_index=-1)
 
 
 def decide(check: Check, measurement: dict[str, Any], context) -> list[str]:
@@ -182,7 +200,7 @@ def decide(check: Check, measurement: dict[str, Any], context) -> list[str]:
             log.exception("%s fires, the alert state is unavailable, and it was paged already", check.id)
             return []
         log.exception("%s fires but the alert state is unavailable: paging anyway (fail open)", check.id)
-        context["ti"].xcom_push(key=BLIND_KEY, value=run.t.isoformat())
+        _remember_blind(check, context, "paged_at", run.t)
         context["ti"].xcom_push(key="failopen", value={"note": notes[0].to_dict(), "evaluation": evaluation.to_dict()})
         return list(notes[0].channels)
     log.info("%s: %s, value %s, %d breaching entities; notifications: %s", check.id, evaluation.status,
@@ -249,7 +267,7 @@ def report_error(check: Check, context) -> list[str]:
             conn = None
             notes = [n.to_dict() for n in lifecycle.fail_open(check, outcome, blind, ref.t) or []]
             if notes:
-                context["ti"].xcom_push(key=BLIND_KEY, value=ref.t.isoformat())
+                _remember_blind(check, context, "error_reported_at", ref.t)
         evaluation = {"error": error}
         failures = []
         for note in notes:
