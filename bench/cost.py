@@ -36,7 +36,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 import yaml
 
@@ -209,19 +208,28 @@ class Deployment:
         s.api("PATCH", "/api/v2/dags/loyalty_silences", {"is_paused": False})
         status, body = s.api("POST", "/api/v2/dags/loyalty_silences/dagRuns",
                              {"logical_date": None, "conf": {"action": "list"}})
-        assert status == 200, s.report(f"trigger loyalty_silences -> {status}: {body}")
+        if status != 200:
+            raise RuntimeError(s.report(f"trigger loyalty_silences -> {status}: {body}"))
         run = self.wait_run("loyalty_silences", body["dag_run_id"], deadline)
-        assert run["state"] == "success", s.report(f"warm-up run {run}")
+        if run["state"] != "success":
+            raise RuntimeError(s.report(f"warm-up run {run}"))
 
-    def task_processes(self, run: dict) -> int:
-        path = f"/api/v2/dags/{P0}/dagRuns/{quote(run['dag_run_id'], safe='')}/taskInstances"
-        tis: list[dict] = []
-        while True:  # the API pages its answers (at most 100 a page by default)
-            page = self.stack.get(f"{path}?limit=100&offset={len(tis)}")
-            tis += page["task_instances"]
-            if not page["task_instances"] or len(tis) >= page["total_entries"]:
-                break
-        return sum(ti["try_number"] for ti in tis if ti["hostname"])  # a worker ran it (skipped ones: none)
+    def latest_runs(self) -> list[dict]:
+        """The P0 DAG's latest runs, read from the metadata database: polling the REST API
+        would cost the api-server more than the run (it loads the whole serialized DAG)."""
+        with self.pg.connect(self.meta_db) as conn:
+            rows = conn.execute("SELECT run_id, state, run_type, start_date, end_date FROM dag_run"
+                                " WHERE dag_id = %s ORDER BY run_after DESC LIMIT 5", (P0,)).fetchall()
+        return [dict(zip(("run_id", "state", "run_type", "start_date", "end_date"), row, strict=True)) for row in rows]
+
+    def task_counts(self, run_id: str) -> tuple[int, int]:
+        """(task processes, task instances) of a run: the tries a worker ran (skipped tasks,
+        and those the scheduler completes itself, have no hostname), and all instances."""
+        with self.pg.connect(self.meta_db) as conn:
+            ran, total = conn.execute(
+                "SELECT coalesce(sum(try_number) FILTER (WHERE hostname <> ''), 0), count(*) FROM task_instance"
+                " WHERE dag_id = %s AND run_id = %s", (P0, run_id)).fetchone()
+        return int(ran), int(total)
 
     def stop(self) -> None:
         try:
@@ -248,24 +256,21 @@ def snapshot(dep: Deployment) -> dict[str, float]:
 def measure_run(dep: Deployment, idle_rate: float, started: float, cpu0: dict[str, float], deadline: float,
                 previous: str | None) -> dict:
     """The next P0 run after `previous`: CPU since `started` minus idle, wall, task processes."""
-    s = dep.stack
-
     def next_run():
-        runs = s.get(f"/api/v2/dags/{P0}/dagRuns?order_by=-run_after&limit=5")["dag_runs"]
-        run = next((r for r in runs if r["dag_run_id"] != previous), None)
+        run = next((r for r in dep.latest_runs() if r["run_id"] != previous), None)
         return run if run and run["state"] in ("success", "failed") else None
 
-    run = s.wait_for("the scheduled P0 run to finish", next_run, deadline, interval=0.25)
+    run = dep.stack.wait_for("the scheduled P0 run to finish", next_run, deadline, interval=0.25)
     time.sleep(1.0)  # the last task process's exit reaches its reaper
     ended = time.monotonic()
     parts = dep.cpu_parts()
     cpu = sum(parts.values()) - cpu0["total"] - idle_rate * (ended - started)
-    start_date = dt.datetime.fromisoformat(run["start_date"].replace("Z", "+00:00"))
-    end_date = dt.datetime.fromisoformat(run["end_date"].replace("Z", "+00:00"))
-    assert run["run_type"] == "scheduled", run
-    return {"run_id": run["dag_run_id"], "state": run["state"], "cpu": cpu,
-            "wall": (end_date - start_date).total_seconds(), "processes": dep.task_processes(run),
-            "parts": {k: round(v - cpu0[k], 1) for k, v in parts.items()}}
+    if run["run_type"] != "scheduled":
+        raise RuntimeError(run)
+    processes, instances = dep.task_counts(run["run_id"])
+    return {"run_id": run["run_id"], "state": run["state"], "cpu": cpu,
+            "wall": (run["end_date"] - run["start_date"]).total_seconds(), "processes": processes,
+            "instances": instances, "parts": {k: round(v - cpu0[k], 1) for k, v in parts.items()}}
 
 
 PARSE_PROBE = """
@@ -277,16 +282,16 @@ for _ in range(3):
     t = time.process_time()
     bag = DagBag(dag_folder=sys.argv[1])
     best = min(best or 1e9, time.process_time() - t)
-    assert not bag.import_errors, bag.import_errors
-print(json.dumps({"parse": best, "tasks": len(bag.dags["loyalty_p0_checks"].tasks)}))
+    if bag.import_errors:
+        raise SystemExit(bag.import_errors)
+print(json.dumps({"parse": best}))
 """
 
 
 def parse_cost(dep: "Deployment") -> dict:
-    """The dag-processor's side: CPU to parse the P0 DAG file (best of 3, after Airflow's
-    imports) and the task instances each run gets."""
-    out = subprocess.run([sys.executable, "-c", PARSE_PROBE, str(ROOT / "dags" / "loyalty_p0_checks.py")],
-                         env=dep.stack.env, capture_output=True, text=True, timeout=300, check=True)
+    """The dag-processor's side: CPU to parse the P0 DAG file (best of 3, after Airflow's imports)."""
+    probe = [sys.executable, "-c", PARSE_PROBE, str(ROOT / "dags" / "loyalty_p0_checks.py")]
+    out = subprocess.run(probe, env=dep.stack.env, capture_output=True, text=True, timeout=300, check=True)  # noqa: S603
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -328,10 +333,12 @@ def bench_size(pg, checks: int, warm: bool, firing: bool, workdir: Path, log,
         profilers = start_profilers(dep, profile)
         cpu0, started = snapshot(dep), time.monotonic()
         status, body = dep.stack.api("PATCH", f"/api/v2/dags/{P0}", {"is_paused": False})
-        assert status == 200, dep.stack.report(f"unpause -> {status}: {body}")
+        if status != 200:
+            raise RuntimeError(dep.stack.report(f"unpause -> {status}: {body}"))
         quiet = measure_run(dep, idle_rate, started, cpu0, time.monotonic() + RUN_TIMEOUT, None)
         stop_profilers(profilers)
-        assert quiet["state"] == "success", dep.stack.report(f"quiet run: {quiet}")
+        if quiet["state"] != "success":
+            raise RuntimeError(dep.stack.report(f"quiet run: {quiet}"))
         sent = len(sink.requests)
         log(f"  N={checks} quiet: {quiet}")
         result = {"checks": checks, "idle_per_min": idle_rate * 60, "quiet": quiet, "quiet_sent": sent,
@@ -347,8 +354,10 @@ def bench_size(pg, checks: int, warm: bool, firing: bool, workdir: Path, log,
             fire = measure_run(dep, idle_rate, started, cpu0, time.monotonic() + RUN_TIMEOUT, quiet["run_id"])
             fire["sent"] = len(sink.requests) - sent
             log(f"  N={checks} firing: {fire}")
-            assert fire["state"] == "success", dep.stack.report(f"firing run: {fire}")
-            assert fire["sent"] >= 2 * checks, dep.stack.report(f"firing run sent {fire['sent']} for {checks} checks")
+            if fire["state"] != "success":
+                raise RuntimeError(dep.stack.report(f"firing run: {fire}"))
+            if fire["sent"] < 2 * checks:
+                raise RuntimeError(dep.stack.report(f"firing run sent {fire['sent']} for {checks} checks"))
             result["firing"] = fire
         return result
     finally:
@@ -384,7 +393,7 @@ def machine() -> str:
 def report(results: list[dict], warm: bool, argv: list[str]) -> str:
     def row(label: str, r: dict, run: dict) -> str:
         return (f"| {r['checks']} | {label} | {run['cpu']:.1f} | {run['cpu'] / r['checks']:.3f} | {run['wall']:.0f} s"
-                f" | {run['processes']} | {r['tasks']} | {r['parse'] * 1000:.0f} ms | {r['idle_per_min']:.1f} |")
+                f" | {run['processes']} | {run['instances']} | {r['parse'] * 1000:.0f} ms | {r['idle_per_min']:.1f} |")
 
     lines = [
         f"`{' '.join(['python -m bench.cost', *argv])}` (`make bench-cost`), {dt.date.today().isoformat()},"

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -181,7 +182,7 @@ def test_a_site_check_runs_from_its_own_sql_folder(db, dagbag, airflow_conns, si
 
 # ---------------------------------------------------------------- the time budget counts the checks
 
-def _grown(tmp_path, checks: int, **p0) -> "Path":
+def _grown(tmp_path: Path, checks: int, **p0) -> Path:
     """The bench's generated catalog of `checks` P0 checks, with the shipped P0 settings (or `p0`)."""
     path = write_catalog(tmp_path, checks)
     data = yaml.safe_load(path.read_text())

@@ -241,13 +241,13 @@ def report_error(check: Check, context) -> list[str]:
     """measure failed after its retries: record the error (the lifecycle decides whether
     it is news) and report it on each channel, the page first; one channel failing does
     not stop the next. Fails open like `decide` when the state cannot be reached."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from loyalty_checks import lifecycle
     from loyalty_checks.deliver import sender
     from loyalty_checks.evaluate import MeasurementError
     from loyalty_checks.pipeline import deliver as deliver_once
     from loyalty_checks.pipeline import record
-
-    from airflow.sdk.exceptions import AirflowSkipException
 
     ref = run_ref(context)
     pulled = context["ti"].xcom_pull(task_ids=f"{check.id}.measure", key="error")

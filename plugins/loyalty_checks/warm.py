@@ -6,7 +6,8 @@ processors, forked from its manager), and that process parses the DAG file again
 before it runs (Airflow's task runner). What the parent has imported before it forks,
 the child has for free (copy on write): Airflow's DAG bag and task runner, the
 providers' decorators and the Postgres hook, the plugins (a task process loads them for
-their listeners), the API client's TLS context, this package, and the parsed catalog.
+their listeners), the API client's TLS context, the task runner's pydantic adapters,
+this package, and the parsed catalog.
 
 `install()` registers that import to run the first time the process forks
 (`os.register_at_fork`), so it is safe to call from `airflow_local_settings.py`, which
@@ -77,6 +78,40 @@ def _api_client_tls() -> None:
     client.Client._get_ssl_context_cached(client.API_SSL_CA_FILE_PATH, client.API_SSL_CERT_PATH)
 
 
+def _type_adapters() -> None:
+    """Airflow's task runner builds pydantic TypeAdapters in every task process: two of
+    `ToTask` for its comms decoder (airflow/sdk/execution_time/comms.py, CommsDecoder's
+    field factories), one of `StartupDetails`, one of `JsonValue` per rendered field
+    (task_runner.py); about a sixth of a short task's CPU. The supervisor keeps its own
+    as a class attribute. Built once here, the same adapters serve every task process:
+    the two modules' `TypeAdapter` name becomes a cache keyed by the type (a TypeAdapter
+    of a type without options is a pure function of it). Left alone if Airflow changes."""
+    from pydantic import JsonValue, TypeAdapter
+
+    from airflow.sdk.execution_time import comms, task_runner
+
+    modules = [m for m in (comms, task_runner) if getattr(m, "TypeAdapter", None) is TypeAdapter]
+    if not modules:
+        return
+    built: dict = {}
+
+    def cached_type_adapter(tp, *args, **kwargs):
+        if args or kwargs:
+            return TypeAdapter(tp, *args, **kwargs)
+        try:
+            return built[tp]
+        except KeyError:
+            built[tp] = TypeAdapter(tp)
+            return built[tp]
+        except TypeError:  # an unhashable type: not cached
+            return TypeAdapter(tp)
+
+    for tp in (comms.ToTask, comms.StartupDetails, JsonValue):
+        cached_type_adapter(tp)
+    for module in modules:
+        module.TypeAdapter = cached_type_adapter
+
+
 def _catalog() -> None:
     from loyalty_checks.catalog import catalog
 
@@ -84,7 +119,7 @@ def _catalog() -> None:
 
 
 _STEPS = (("decorators", _decorators), ("plugins", _plugins), ("API client", _api_client_tls),
-          ("catalog", _catalog))
+          ("task runner's type adapters", _type_adapters), ("catalog", _catalog))
 
 
 def preload() -> list[str]:
