@@ -63,6 +63,8 @@ def test_fifty_checks_in_one_dag(db, dagbag, airflow_conns, sink, tmp_path, monk
     template = next(c for c in data["checks"] if c["id"] == "rate_limit_spikes")
     data["checks"] = [c for c in data["checks"] if c["severity"] != "P1"] + [
         {**template, "id": f"rate_limit_spikes_{i:02d}", "threshold": 100 + i} for i in range(50)]
+    # Sized as the time budget asks of 50 checks (budget.py): 5 waves of 10 queries, 50 tasks at once.
+    data["db_pool_slots"], data["dags"]["P1"]["max_active_tasks"] = 10, 50
     path = tmp_path / "checks.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     monkeypatch.setenv("LOYALTY_CHECKS_CATALOG", str(path))
