@@ -14,6 +14,7 @@ import pytest
 from loyalty_checks.catalog import catalog
 from loyalty_checks.lifecycle import channels_used
 from tests.conftest import ROOT
+from tests.io_guard import NO_IO_PRELUDE
 
 EXPECTED = {
     "loyalty_p0_checks": ("*/5 * * * *", timedelta(minutes=5), "P0"),
@@ -123,22 +124,8 @@ def test_p2_digest_shape(bag):
     assert dag.leaves == [watcher] or set(t.task_id for t in dag.leaves) == {"fail_if_any_failed"}
 
 
-PARSE_PROBE = textwrap.dedent("""
-    import runpy, socket, sys
-    touched = []
-    def audit(event, args):
-        if event in ("socket.connect", "sqlite3.connect", "socket.getaddrinfo"):
-            touched.append((event, str(args)[:200]))
-    sys.addaudithook(audit)
-    from airflow.sdk import Connection, Variable, BaseHook
-    def forbid(what):
-        def f(*a, **k):
-            touched.append((what, str(a)[:200]))
-            raise RuntimeError(what + " at parse time")
-        return f
-    Connection.get = forbid("Connection.get")
-    Variable.get = forbid("Variable.get")
-    BaseHook.get_connection = forbid("BaseHook.get_connection")
+PARSE_PROBE = NO_IO_PRELUDE + textwrap.dedent("""
+    import runpy
     for path in sys.argv[1:]:
         runpy.run_path(path, run_name="probe")
     print("TOUCHED", touched)
