@@ -55,6 +55,9 @@ MODULES = (
     "loyalty_checks.state",
     "loyalty_checks.deliver",
     "loyalty_checks.messages",
+    "airflow.providers.slack.hooks.slack_webhook",        # notify_slack, report_error
+    "airflow.providers.pagerduty.hooks.pagerduty_events",  # notify_pagerduty, report_error
+    "airflow.providers.http.hooks.http",                   # heartbeat
 )
 
 _done = False
