@@ -32,13 +32,12 @@ import time
 
 log = logging.getLogger(__name__)
 
-# What a task process of a check DAG imports, in the order it needs them.
+# What the task processes of the check DAGs import.
 MODULES = (
     "airflow.dag_processing.dagbag",           # the task runner's BundleDagBag
     "airflow.sdk.execution_time.task_runner",
     "airflow.sdk.execution_time.supervisor",   # the worker's side of each task process
     "airflow.providers.standard.decorators.python",
-    "airflow.providers.standard.decorators.branch_python",
     "airflow.providers.standard.operators.python",
     "airflow.providers.common.sql.hooks.sql",
     "airflow.providers.postgres.hooks.postgres",
@@ -66,7 +65,7 @@ _done = False
 def _decorators() -> None:
     from airflow.sdk import task
 
-    task.branch  # noqa: B018 - resolves the providers' taskflow decorators (ProvidersManager)
+    task.python  # noqa: B018 - resolves the providers' taskflow decorators (ProvidersManager)
 
 
 def _plugins() -> None:
