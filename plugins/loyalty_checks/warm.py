@@ -88,9 +88,8 @@ def _type_adapters() -> None:
     as a class attribute. Built once here, the same adapters serve every task process:
     the two modules' `TypeAdapter` name becomes a cache keyed by the type (a TypeAdapter
     of a type without options is a pure function of it). Left alone if Airflow changes."""
-    from pydantic import JsonValue, TypeAdapter
-
     from airflow.sdk.execution_time import comms, task_runner
+    from pydantic import JsonValue, TypeAdapter
 
     modules = [m for m in (comms, task_runner) if getattr(m, "TypeAdapter", None) is TypeAdapter]
     if not modules:
