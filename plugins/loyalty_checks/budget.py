@@ -51,7 +51,7 @@ SENDS_PER_TASK = 2                      # a notify task may send two notices (e.
 TASK_START = timedelta(seconds=5)       # scheduler + worker start of one task try
 CANCEL_MAX = timedelta(seconds=5)       # the guard's cancel request, at most
 CHECK_CLIENT = timedelta(seconds=1)     # server side: how often a running query checks its client is there
-STATE_TASK_RETRIES = 1                  # decide, notify, report_error, heartbeat: one more try
+STATE_TASK_RETRIES = 1                  # notify, report_error, heartbeat: one more try
 STATE_STATEMENT_MAX = timedelta(seconds=30)  # alert-state statements are index lookups and small writes
 
 DEFAULT_CONNECT_TIMEOUT = timedelta(seconds=10)
