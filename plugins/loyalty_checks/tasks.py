@@ -154,22 +154,22 @@ def _blind_marker(check: Check, context) -> dict[str, str | None]:
     return value if isinstance(value, dict) else {}
 
 
-def _sent_while_blind(check: Check, context):
-    """What this check's fail-open path sent in earlier runs."""
+def _sent_while_blind(marker: dict[str, str | None]):
+    """What this check's fail-open path sent in earlier runs, from its marker."""
     from loyalty_checks.lifecycle import SentWhileBlind
 
-    marker = _blind_marker(check, context)
     when = [dt.datetime.fromisoformat(v) if v else None for v in (marker.get("paged_at"),
                                                                marker.get("error_reported_at"))]
     return SentWhileBlind(paged_at=when[0], error_reported_at=when[1]) if any(when) else None
 
 
-def _remember_blind(check: Check, context, what: str, t: dt.datetime) -> None:
-    """Carry the check's marker forward with `what` ("paged_at", "error_reported_at") at T."""
+def _remember_blind(check: Check, context, marker: dict[str, str | None], what: str, t: dt.datetime) -> None:
+    """Carry the check's marker (as pulled at the start of the task) forward with `what`
+    ("paged_at", "error_reported_at") at T."""
     from airflow.sdk.bases.xcom import BaseXCom
 
     ti = context["ti"]
-    BaseXCom.set(key=BLIND_KEY, value={**_blind_marker(check, context), what: t.isoformat()},
+    BaseXCom.set(key=BLIND_KEY, value={**marker, what: t.isoformat()},
                  dag_id=ti.dag_id, task_id=f"{check.id}.measure", run_id=ti.run_id, map_index=-1)
 
 
@@ -187,7 +187,8 @@ def decide(check: Check, measurement: dict[str, Any], context) -> list[str]:
 
     evaluation = evaluate(check, measurement)
     run = run_ref(context)
-    blind = _sent_while_blind(check, context)
+    marker = _blind_marker(check, context)
+    blind = _sent_while_blind(marker)
     try:
         with connections.monitoring_db(check=check) as conn:
             notes = record(conn, check, run, evaluation, blind)
@@ -200,7 +201,7 @@ def decide(check: Check, measurement: dict[str, Any], context) -> list[str]:
             log.exception("%s fires, the alert state is unavailable, and it was paged already", check.id)
             return []
         log.exception("%s fires but the alert state is unavailable: paging anyway (fail open)", check.id)
-        _remember_blind(check, context, "paged_at", run.t)
+        _remember_blind(check, context, marker, "paged_at", run.t)
         context["ti"].xcom_push(key="failopen", value={"note": notes[0].to_dict(), "evaluation": evaluation.to_dict()})
         return list(notes[0].channels)
     log.info("%s: %s, value %s, %d breaching entities; notifications: %s", check.id, evaluation.status,
@@ -257,7 +258,8 @@ def report_error(check: Check, context) -> list[str]:
     error = str(pulled or f"{check.id}.measure failed; see its task log")
     log.error("%s could not be evaluated at %s: %s", check.id, ref.t.isoformat(), error)
     outcome = MeasurementError(check.id, error)
-    blind = _sent_while_blind(check, context)
+    marker = _blind_marker(check, context)
+    blind = _sent_while_blind(marker)
     with ExitStack() as stack:
         try:
             conn = stack.enter_context(connections.monitoring_db(check=check))
@@ -267,7 +269,7 @@ def report_error(check: Check, context) -> list[str]:
             conn = None
             notes = [n.to_dict() for n in lifecycle.fail_open(check, outcome, blind, ref.t) or []]
             if notes:
-                _remember_blind(check, context, "error_reported_at", ref.t)
+                _remember_blind(check, context, marker, "error_reported_at", ref.t)
         evaluation = {"error": error}
         failures = []
         for note in notes:
