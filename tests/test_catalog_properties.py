@@ -49,6 +49,9 @@ def catalogs(draw):
     check_ids = draw(st.lists(ids, min_size=1, max_size=6, unique=True))
     data = copy.deepcopy(BASE)
     data["checks"] = [draw(checks(cid)) for cid in check_ids]
+    # Enough loyalty_db slots for every measure in one wave: the whole-run budget of a
+    # shipped P0 fits 4 worst-case checks per wave, and this test is about fields.
+    data["db_pool_slots"] = draw(st.integers(len(check_ids), 12))
     return data
 
 
