@@ -39,7 +39,7 @@ DB = "loyalty_console_bench"
 def fill(conn, entities: int, days: int) -> dict[str, int]:
     """The alert state of a busy year (see the module doc); returns row counts."""
     from loyalty_checks.catalog import catalog
-    from loyalty_checks.state import ensure_schema
+    from loyalty_checks.store import ensure_schema
 
     ensure_schema(conn)
     cat = catalog()

@@ -505,7 +505,7 @@ def memory_worker(config_file: str) -> int:
     from loyalty_checks.measure import measure
     from loyalty_checks.messages import Notice, pagerduty_event, slack_message
     from loyalty_checks.pipeline import record
-    from loyalty_checks.state import RunRef, load_evaluation
+    from loyalty_checks.store.alerts import RunRef, load_evaluation
 
     t = dt.datetime.fromisoformat(config["t"])
     cat = catalog()
@@ -513,7 +513,7 @@ def memory_worker(config_file: str) -> int:
     out = {"checks": {}, "after_import_mb": base_mb}   # airflow.sdk, the package and the parsed DAG
     with psycopg.connect(gen.conninfo_for(config["dsn"], config["large_db"])) as src, \
             psycopg.connect(gen.conninfo_for(config["dsn"], config["monitoring_db"]), autocommit=True) as state:
-        from loyalty_checks.state import ensure_schema
+        from loyalty_checks.store import ensure_schema
 
         ensure_schema(state)
         for check_id in config["checks"]:

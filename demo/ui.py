@@ -72,7 +72,7 @@ def history(pg: embedded_pg.PgServer, now: dt.datetime, env: dict[str, str], log
         sink.take()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
     from loyalty_checks.silences import add_silence
-    from loyalty_checks.state import ensure_schema
+    from loyalty_checks.store import ensure_schema
 
     with pg.connect(MONITORING_DB, autocommit=True) as conn:
         ensure_schema(conn)

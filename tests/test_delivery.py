@@ -13,7 +13,8 @@ import pytest
 from loyalty_checks.catalog import catalog
 from loyalty_checks.messages import Notice
 from loyalty_checks.pipeline import deliver as send_once
-from loyalty_checks.state import claim_notification, ensure_schema, sending
+from loyalty_checks.store import ensure_schema
+from loyalty_checks.store.alerts import claim_notification, sending
 from tests.sql.rows import T
 
 CHECK = catalog().check("rate_limit_spikes")

@@ -595,7 +595,7 @@ def grafana_dbs(pg):
     """{datasource uid: database} on the test server, and a role that may only SELECT
     what docs/deploy.md grants Grafana (GRAFANA_GRANTS)."""
     from demo.generate import generate
-    from loyalty_checks.state import ensure_schema
+    from loyalty_checks.store import ensure_schema
 
     suffix = uuid.uuid4().hex[:10]
     loyalty, monitoring, role = f"grafana_loyalty_{suffix}", f"grafana_monitoring_{suffix}", f"grafana_reader_{suffix}"

@@ -150,7 +150,7 @@ def test_entity_silence_is_shown_in_the_message(db, run_dag, sink, pg, loyalty_d
     for sid in (10, 11):
         store(db, sid, 1, f"Store {sid}")
     with pg.connect(loyalty_db, autocommit=True) as conn:
-        from loyalty_checks.state import ensure_schema
+        from loyalty_checks.store import ensure_schema
 
         ensure_schema(conn)
         add_silence(conn, "rate_limit_spikes", "load test <!channel>", "bob", until=T + 3 * H,
@@ -207,7 +207,7 @@ def test_no_heartbeat_connection_is_skipped(db, run_dag, sink):
 
 def test_p1_reports_p0_checks_not_running(db, run_dag, sink):
     """The P1 watchdog pages when scheduled P0 runs stopped recording evaluations."""
-    from loyalty_checks.state import ensure_schema
+    from loyalty_checks.store import ensure_schema
 
     ensure_schema(db)
     db.execute(

@@ -13,7 +13,8 @@ from loyalty_checks.catalog import INCLUDE_DIR, catalog
 from loyalty_checks.evaluate import evaluate
 from loyalty_checks.measure import fetch, measure
 from loyalty_checks.pipeline import record
-from loyalty_checks.state import RunRef, ensure_schema
+from loyalty_checks.store import ensure_schema
+from loyalty_checks.store.alerts import RunRef
 from tests.sql.rows import T
 
 ROLE_SQL = INCLUDE_DIR / "sql" / "schema" / "monitoring_role.sql"

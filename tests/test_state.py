@@ -1,5 +1,5 @@
 """Recording outcomes in the store on a real PostgreSQL (pipeline.record: the lifecycle
-decides, state.py stores): transitions, reruns, backfills, errors, claims."""
+decides, store/alerts.py stores): transitions, reruns, backfills, errors, claims."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from loyalty_checks.catalog import catalog
 from loyalty_checks.evaluate import Evaluation, MeasurementError
 from loyalty_checks.pipeline import record
-from loyalty_checks.state import RunRef, claim_notification, ensure_schema, load_evaluation, mark_sent
+from loyalty_checks.store import ensure_schema
+from loyalty_checks.store.alerts import RunRef, claim_notification, load_evaluation, mark_sent
 from tests.sql.rows import MIN, T
 
 CHECK = catalog().check("rate_limit_spikes")

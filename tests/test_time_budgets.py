@@ -287,7 +287,7 @@ def test_monitoring_db_silent_mid_transaction_still_pages_the_firing_check(db, s
     write: measure fails open and pages; the healthy check pages nobody; the run is red."""
     expire_points_success(db, T - 31 * H, "stale")
     google_runs(db, 0.1, 0.1)
-    from loyalty_checks.state import ensure_schema
+    from loyalty_checks.store import ensure_schema
 
     ensure_schema(db)
     db.execute("INSERT INTO loyalty_monitoring.check_state (check_id) VALUES (%s), (%s) ON CONFLICT DO NOTHING",

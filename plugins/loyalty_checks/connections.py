@@ -204,11 +204,11 @@ def monitoring_db(timeouts: DbTimeouts | None = None, *, check=None) -> Iterator
     """The alert-state database (autocommit), its schema created on first use in this process.
 
     Time limits: `timeouts`, else those of the alert state of `check`'s DAG, else defaults."""
-    from loyalty_checks.state import ensure_schema
+    from loyalty_checks.store import ensure_schema
 
     conn_id = monitoring_conn_id()
     with postgres(conn_id, timeouts or timeouts_for(check, state=True)) as conn:
-        # Autocommit, so that every `with conn.transaction()` in state.py is a real
+        # Autocommit, so that every `with conn.transaction()` in store/alerts.py is a real
         # transaction that commits, never a savepoint inside a forgotten implicit one.
         conn.autocommit = True
         key = (conn_id, f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}")

@@ -94,7 +94,7 @@ def collect_metrics(cat: Catalog, t, timeout) -> dict[str, list[dict[str, Any]]]
 
 def post(cat: Catalog, metrics: dict[str, Any] | None, context) -> bool:
     """Send the digest once per evaluation time T; True if sent now."""
-    from loyalty_checks.state import NotificationKey, load_evaluation, once
+    from loyalty_checks.store.alerts import NotificationKey, load_evaluation, once
     from loyalty_checks.tasks import run_ref
 
     ref = run_ref(context)

@@ -2,7 +2,7 @@
 
     decide(check, previous state, outcome, silences, T) -> Decision(state, notifications)
 
-The outcome is an Evaluation (evaluate.py) or a MeasurementError. state.py loads and
+The outcome is an Evaluation (evaluate.py) or a MeasurementError. store/alerts.py loads and
 stores what this returns; deliver.py sends it; nothing else decides.
 
 Every check is a set of alerts, one per entity (store, merchant, provider); a check
@@ -130,7 +130,7 @@ class Alert:
 
 @dataclass
 class CheckState:
-    """Everything remembered of a check between evaluations (stored as JSON by state.py)."""
+    """Everything remembered of a check between evaluations (stored as JSON by store/alerts.py)."""
     status: Status = Status.OK
     since: str | None = None                  # T at which `status` began
     firing_since: str | None = None           # T at which the current episode began

@@ -2,7 +2,7 @@
 
     measure(conn, check, t)             -> Evaluation | MeasurementError   (measure.py, evaluate.py)
     decide(check, state, outcome, ...)  -> Decision                        (lifecycle.py: the only one that decides)
-    record(conn, check, run, outcome)   -> notifications to send           (state.py stores the decision)
+    record(conn, check, run, outcome)   -> notifications to send           (store/alerts.py stores it)
     deliver(conn, notice, channel, run) -> sent now or before              (deliver.py senders, state.once)
 
 The DAG tasks (tasks.py) are thin adapters over these stages; check tests (testing.py)
@@ -14,10 +14,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Sequence
 
-from loyalty_checks import lifecycle, state
+from loyalty_checks import lifecycle
 from loyalty_checks.catalog import Check
 from loyalty_checks.evaluate import ERROR, Evaluation, MeasurementError, evaluate
 from loyalty_checks.lifecycle import CheckState, Decision, SentWhileBlind, Silence
+from loyalty_checks.store import alerts as state
 
 
 def measure(conn, check: Check, t: dt.datetime, sql: str | None = None) -> Evaluation | MeasurementError:

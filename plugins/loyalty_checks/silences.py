@@ -117,7 +117,7 @@ def _connection(dsn: str | None) -> Iterator[Any]:
         return
     import psycopg
 
-    from loyalty_checks.state import ensure_schema
+    from loyalty_checks.store import ensure_schema
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         ensure_schema(conn)

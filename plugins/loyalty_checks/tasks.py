@@ -22,7 +22,7 @@ from airflow.sdk import BaseOperator
 from loyalty_checks import connections
 from loyalty_checks.catalog import Check, catalog
 from loyalty_checks.connections import timeouts_for
-from loyalty_checks.state import RunRef
+from loyalty_checks.store.alerts import RunRef
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def notify(check: Check, channel: str, context) -> int:
     """Send this run's decided notifications of one check on one channel, each once."""
     from loyalty_checks.deliver import sender
     from loyalty_checks.pipeline import deliver as deliver_once
-    from loyalty_checks.state import load_evaluation
+    from loyalty_checks.store.alerts import load_evaluation
 
     ref = run_ref(context)
     failopen = context["ti"].xcom_pull(task_ids=f"{check.id}.measure", key="failopen")

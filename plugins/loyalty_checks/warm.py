@@ -51,7 +51,8 @@ MODULES = (
     "loyalty_checks.evaluate",
     "loyalty_checks.lifecycle",
     "loyalty_checks.pipeline",
-    "loyalty_checks.state",
+    "loyalty_checks.store",
+    "loyalty_checks.store.alerts",
     "loyalty_checks.deliver",
     "loyalty_checks.messages",
     "airflow.providers.slack.hooks.slack_webhook",        # notify_slack, report_error

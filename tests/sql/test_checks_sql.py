@@ -639,7 +639,7 @@ def p0_evaluation(db, at, run_id):
 
 @pytest.fixture
 def monitoring(db):
-    from loyalty_checks.state import ensure_schema
+    from loyalty_checks.store import ensure_schema
 
     ensure_schema(db)
     return db

@@ -39,7 +39,7 @@ def connection() -> Iterator[Any]:
     with _connect() as conn:
         conn.autocommit = True
         if not _schema_ready.is_set():
-            from loyalty_checks.state import ensure_schema
+            from loyalty_checks.store import ensure_schema
 
             ensure_schema(conn)
             _schema_ready.set()

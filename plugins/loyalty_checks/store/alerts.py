@@ -1,5 +1,5 @@
-"""The one store: loyalty_monitoring in loyalty_monitoring_db. Loads, stores and claims;
-decides nothing (lifecycle.py decides, pipeline.py wires the two together).
+"""The alert state: loads, stores and claims; decides nothing (lifecycle.py decides,
+pipeline.py wires the two together).
 
 - `check_state`: one row per check, the lifecycle's CheckState as JSON; `locked_state`
   holds its row lock for one transaction, so two workers cannot both decide.
@@ -17,19 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from loyalty_checks.catalog import INCLUDE_DIR, Check
+from loyalty_checks.catalog import Check
 from loyalty_checks.evaluate import Evaluation, MeasurementError
 from loyalty_checks.lifecycle import CheckState, Decision, Silence
-
-MONITORING_DDL = INCLUDE_DIR / "sql" / "schema" / "monitoring.sql"
-_LOCK_KEY = 0x4C4F59414C5459  # advisory lock id for concurrent first-use DDL
-
-
-def ensure_schema(conn) -> None:
-    """Create the loyalty_monitoring tables if missing (safe to call concurrently)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        conn.execute(MONITORING_DDL.read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
