@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import logging
 from typing import Any
 
@@ -53,6 +52,7 @@ def run(context) -> dict[str, Any]:
 
     from loyalty_checks import connections, quality
     from loyalty_checks.backtest import BacktestError, plot_png, report_text, resolve, run_backtest, without_series
+    from loyalty_checks.store import backtests
 
     cat = catalog()
     dag_run = context["dag_run"]
@@ -75,12 +75,9 @@ def run(context) -> dict[str, Any]:
     plot_png(result, png)
     stored = without_series(result)
     with connections.monitoring_db() as conn:
-        row = conn.execute(
-            "INSERT INTO loyalty_monitoring.backtests (check_id, requested_by, request, result, plot)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            (request["check"], requested_by, json.dumps(request), json.dumps(stored), png.getvalue())).fetchone()
-    log.info("Stored as loyalty_monitoring.backtests id %s (%d bytes of PNG)", row[0], png.tell())
-    return {"id": row[0], "summary": result["summary"]}
+        backtest_id = backtests.insert(conn, request["check"], requested_by, request, stored, png.getvalue())
+    log.info("Stored as loyalty_monitoring.backtests id %s (%d bytes of PNG)", backtest_id, png.tell())
+    return {"id": backtest_id, "summary": result["summary"]}
 
 
 def build_backtest_dag(cat: Catalog | None = None) -> DAG:

@@ -13,10 +13,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from loyalty_checks.console import db, queries, service
+from loyalty_checks.console import db, service
 from loyalty_checks.console.auth import Viewer, api_reader, api_writer
 from loyalty_checks.console.common import json_response, now, visible, visible_check
 from loyalty_checks.console.models import FieldError, SilenceRequest, parse_silence
+from loyalty_checks.store import console as store
 
 router = APIRouter(prefix="/api")
 Reader = Annotated[Viewer, Depends(api_reader)]
@@ -107,15 +108,13 @@ def expire(viewer: Viewer, silence_id: int) -> dict:
     from loyalty_checks.silences import expire_silence
 
     with db.connection() as conn:
-        found = queries.silence_exists(conn, silence_id)
+        found = store.silence_exists(conn, silence_id)
         cat, checks = visible(viewer)
         if found is None or not found["active"] or found["check_id"] not in {c.id for c in checks} \
                 or not expire_silence(conn, silence_id):
             raise HTTPException(404, f"No active silence with id {silence_id}")
-        row = conn.execute("SELECT id, check_id, entity_id, starts_at, ends_at, author, reason"
-                           " FROM loyalty_monitoring.silences WHERE id = %s", (silence_id,)).fetchone()
-    return service.silence_json(dict(zip(("id", "check_id", "entity_id", "starts_at", "ends_at", "author",
-                                          "reason"), row, strict=True)))
+        row = store.silence(conn, silence_id)
+    return service.silence_json(row)
 
 
 @router.post("/silences", status_code=201,

@@ -9,18 +9,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 
-from loyalty_checks.console import db, queries
+from loyalty_checks.console import db
 from loyalty_checks.console.auth import CSRF_FIELD, Viewer, check_csrf, page_reader, require_write
 from loyalty_checks.console.common import now, render, visible, visible_check
 from loyalty_checks.console.models import FieldError, naive_as_utc
 from loyalty_checks.console.pages import backtest_available, base_context
+from loyalty_checks.store import backtests
 
 router = APIRouter()
 PageViewer = Annotated[Viewer, Depends(page_reader)]
@@ -45,7 +45,7 @@ def _page(request: Request, viewer: Viewer, form: dict[str, str], status: int = 
           stored: dict[str, Any] | None = None, depth: int = 0):
     _, checks = visible(viewer)
     with db.connection() as conn, db.reading(conn):
-        recent = queries.recent_backtests(conn, [c.id for c in checks])
+        recent = backtests.recent(conn, [c.id for c in checks])
     return render("backtest.html", status=status, **base_context(request, viewer, depth, "backtest", "Backtest"),
                   checks=checks, form=form, error=error, result=result, png=png, max_evaluations=MAX_EVALUATIONS,
                   recent=recent, stored=stored)
@@ -113,12 +113,8 @@ def run(viewer: Viewer, form: dict[str, str]) -> int:
     request = {"check": check.id, "start": times["start"].isoformat(), "end": times["end"].isoformat(),
                "overrides": overrides, "sweep": sweep}
     with db.connection() as conn:
-        row = conn.execute(
-            "INSERT INTO loyalty_monitoring.backtests (check_id, requested_by, request, result, plot)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            (check.id, viewer.name, json.dumps(request), json.dumps(backtest.without_series(result)),
-             image.getvalue())).fetchone()
-    return row[0]
+        return backtests.insert(conn, check.id, viewer.name, request, backtest.without_series(result),
+                                image.getvalue())
 
 
 @router.post("/backtest")
@@ -141,7 +137,7 @@ def backtest_result(request: Request, viewer: PageViewer, backtest_id: Annotated
     """A stored backtest (the console's or the loyalty_backtest DAG's): its chart and figures."""
     _require_module()
     with db.connection() as conn, db.reading(conn):
-        stored = queries.backtest(conn, backtest_id)
+        stored = backtests.get(conn, backtest_id)
     if stored is None:
         raise HTTPException(404, f"No backtest with id {backtest_id}")
     visible_check(viewer, stored["check_id"])

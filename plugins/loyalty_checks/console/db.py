@@ -2,11 +2,13 @@
 
 The connection comes from the Airflow connection `loyalty_monitoring_db`, or
 `loyalty_db` when that one is not defined (as for the workers). Reads run in a
-read-only transaction with a statement timeout and an application_name a DBA can see.
+read-only transaction (store.read_only) with a statement timeout and an application_name
+a DBA can see.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -48,10 +50,9 @@ def connection() -> Iterator[Any]:
 
 @contextmanager
 def reading(conn) -> Iterator[Any]:
-    """A read-only transaction on `conn` (rolled back: the console never writes while reading)."""
-    with conn.transaction(force_rollback=True):
-        conn.execute("SET TRANSACTION READ ONLY")
-        conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('application_name', %s, true),"
-                     " set_config('work_mem', %s, true), set_config('TimeZone', 'UTC', true)",
-                     (f"{STATEMENT_TIMEOUT_MS}ms", APPLICATION_NAME, WORK_MEM))
+    """A read-only transaction on `conn` (rolled back: the console never writes while reading):
+    the store's read_only with the console's timeout, name and work_mem."""
+    from loyalty_checks.store import read_only
+
+    with read_only(conn, dt.timedelta(milliseconds=STATEMENT_TIMEOUT_MS), APPLICATION_NAME, WORK_MEM):
         yield conn

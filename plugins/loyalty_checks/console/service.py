@@ -1,6 +1,6 @@
 """What the console shows, in the shapes of the JSON API (shared/spec/console.md).
 
-Joins the rows of queries.py with the check catalog (severity, title, threshold,
+Joins the rows of store/console.py with the check catalog (severity, title, threshold,
 runbook) and decides what the catalog and the state decide together: P0 first, which
 alerts a silence covers, the Airflow run of each alert. Pure over an open connection.
 """
@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from urllib.parse import quote
 
 from loyalty_checks.catalog import SEVERITIES, Catalog, Check
-from loyalty_checks.console import queries
+from loyalty_checks.store import console as store
 
 
 def iso(t: dt.datetime | None) -> str | None:
@@ -58,8 +58,8 @@ def _alert_checks(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, Any
     """What every alert of a check shares (catalog, latest run, last notification), for the
     checks of `checks` that have an alert now, with their rank: P0 first, then catalog order."""
     order = {c.id: i for i, c in enumerate(cat.checks)}
-    states = queries.check_states(conn, [c.id for c in checks])
-    last = queries.last_notifications(conn, list(states))
+    states = store.check_states(conn, [c.id for c in checks])
+    last = store.last_notifications(conn, list(states))
     out = []
     for c in checks:
         state = states.get(c.id)
@@ -84,9 +84,9 @@ def alerts_page(conn, cat: Catalog, checks: list[Check], state: str | None = Non
     infos = _alert_checks(conn, cat, checks)
     if not infos:
         return [], {"total": 0, "firing": 0, "pending": 0, "silenced": 0}
-    rows, counts = queries.ranked_alerts_page(conn, infos, state, offset, limit)
+    rows, counts = store.ranked_alerts_page(conn, infos, state, offset, limit)
     if counts is None:  # past the last page: the counts still
-        _, counts = queries.ranked_alerts_page(conn, infos, state, 0, 1)
+        _, counts = store.ranked_alerts_page(conn, infos, state, 0, 1)
     return rows, counts or {"total": 0, "firing": 0, "pending": 0, "silenced": 0}
 
 
@@ -96,12 +96,12 @@ def alerts_json(conn, cat: Catalog, checks: list[Check], state: str | None = Non
     infos = _alert_checks(conn, cat, checks)
     if not infos:
         return 0, "[]"
-    return queries.ranked_alerts_json(conn, infos, state, offset, limit)
+    return store.ranked_alerts_json(conn, infos, state, offset, limit)
 
 
 def checks_summary(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, Any]]:
     """Every check of `checks` with its latest evaluation (or none yet), catalog order."""
-    latest = queries.latest_evaluations(conn, [c.id for c in checks])
+    latest = store.latest_evaluations(conn, [c.id for c in checks])
     out = []
     for c in checks:
         e = latest.get(c.id) or {}
@@ -122,9 +122,9 @@ def checks_summary(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, An
 
 def history(conn, check: Check, since: dt.datetime, until: dt.datetime | None, limit: int) -> dict[str, Any]:
     """Evaluations, notifications and silences of one check in [since, until]."""
-    evals, truncated = queries.evaluations(conn, check.id, since, until, limit)
-    notes = queries.notifications(conn, check.id, since, until)
-    silences = queries.silences_between(conn, check.id, since, until)
+    evals, truncated = store.evaluations(conn, check.id, since, until, limit)
+    notes = store.notifications(conn, check.id, since, until)
+    silences = store.silences_between(conn, check.id, since, until)
     return {
         "check_id": check.id, "since": iso(since), "until": iso(until), "truncated": truncated,
         "threshold": check.threshold, "comparison": check.comparison, "unit": check.unit,
@@ -146,7 +146,7 @@ def silence_json(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def silences(conn, checks: list[Check]) -> list[dict[str, Any]]:
-    rows = queries.current_and_planned_silences(conn, [c.id for c in checks])
+    rows = store.current_and_planned_silences(conn, [c.id for c in checks])
     return [{**silence_json(r), "active": r["active"]} for r in rows]
 
 
@@ -157,7 +157,7 @@ def page_history(conn, check: Check, since: dt.datetime, until: dt.datetime, wid
     latest `changes` alert changes and errors, notifications and silences."""
     seconds = max((until - since).total_seconds() / width, 1.0)
     evals = []
-    for b in queries.evaluation_buckets(conn, check.id, since, until, seconds):
+    for b in store.evaluation_buckets(conn, check.id, since, until, seconds):
         alert = "firing" if b["firing"] else "ok"
         if b["errors"] == b["n"]:
             evals.append({"t": iso(b["t0"]), "value": None, "status": "error", "alert_status": alert,
@@ -175,9 +175,9 @@ def page_history(conn, check: Check, since: dt.datetime, until: dt.datetime, wid
         "changes": [{"t": iso(c["t"]), "status": c["status"], "value": number(c["value"]),
                      "alert_status": c["alert_status"], "previous": c["previous"], "error": c["error"],
                      "run_path": run_path(c["dag_id"], c["run_id"])}
-                    for c in queries.alert_changes(conn, check.id, since, until, changes)],
+                    for c in store.alert_changes(conn, check.id, since, until, changes)],
         "notifications": [{"t": iso(n["t"]), "event": n["event"], "channels": list(n["channels"]),
                            "failed": list(n["failed"]), "last_error": n["last_error"]}
-                          for n in queries.notifications(conn, check.id, since, until)],
-        "silences": [silence_json(s) for s in queries.silences_between(conn, check.id, since, until)],
+                          for n in store.notifications(conn, check.id, since, until)],
+        "silences": [silence_json(s) for s in store.silences_between(conn, check.id, since, until)],
     }

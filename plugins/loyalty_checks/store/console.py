@@ -3,8 +3,9 @@
 The alerts now come from `check_state.lifecycle` (lifecycle.py's stored JSON: `alerts`
 maps an entity key, "_" for a check without entities, to {"status", "since", "entity":
 {"id", "name", "value", ...}}), unpacked, matched with silences, ranked and paged in SQL
-(jsonb_each) so that 10,000 firing entities stay one query and no Python loop. Every function takes an open connection (see db.reading) and
-returns plain dicts with timezone-aware datetimes.
+(jsonb_each) so that 10,000 firing entities stay one query and no Python loop. Every
+function takes an open connection (see store.read_only) and returns plain dicts with
+timezone-aware datetimes. The stored backtests are read through store/backtests.py.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Sequence
 
+from loyalty_checks.store import rows as _rows
+
 SCALAR = "_"  # the entity key of a check without entities (lifecycle.SCALAR)
-
-
-def _rows(conn, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    cur = conn.execute(sql, params)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def current_and_planned_silences(conn, check_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -108,6 +105,13 @@ def silences_between(conn, check_id: str, since: dt.datetime, until: dt.datetime
           AND (%(until)s::timestamptz IS NULL OR starts_at <= %(until)s)
         ORDER BY starts_at, id
         """, {"check": check_id, "since": since, "until": until})
+
+
+def silence(conn, silence_id: int) -> dict[str, Any] | None:
+    """One silence as the API shows it, or None."""
+    found = _rows(conn, "SELECT id, check_id, entity_id, starts_at, ends_at, author, reason"
+                        " FROM loyalty_monitoring.silences WHERE id = %(id)s", {"id": silence_id})
+    return found[0] if found else None
 
 
 def silence_exists(conn, silence_id: int) -> dict[str, Any] | None:
@@ -251,20 +255,3 @@ def _json(value: Any):
     from psycopg.types.json import Jsonb
 
     return Jsonb(value)
-
-
-def recent_backtests(conn, check_ids: Sequence[str], limit: int = 20) -> list[dict[str, Any]]:
-    """The latest stored backtests (the loyalty_backtest DAG's and the console's), newest first."""
-    return _rows(conn, """
-        SELECT id, check_id, created_at, requested_by, request, result->'summary' AS summary,
-               result->'evaluations' AS evaluations
-        FROM loyalty_monitoring.backtests
-        WHERE check_id = ANY(%(checks)s)
-        ORDER BY created_at DESC, id DESC LIMIT %(limit)s
-        """, {"checks": list(check_ids), "limit": limit})
-
-
-def backtest(conn, backtest_id: int) -> dict[str, Any] | None:
-    rows = _rows(conn, "SELECT id, check_id, created_at, requested_by, request, result, plot"
-                       " FROM loyalty_monitoring.backtests WHERE id = %(id)s", {"id": backtest_id})
-    return rows[0] if rows else None
