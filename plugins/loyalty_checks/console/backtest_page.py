@@ -21,6 +21,7 @@ from loyalty_checks.console.common import now, render, visible, visible_check
 from loyalty_checks.console.models import FieldError, naive_as_utc
 from loyalty_checks.console.pages import backtest_available, base_context
 from loyalty_checks.store import backtests
+from loyalty_checks.units import cron_interval
 
 router = APIRouter()
 PageViewer = Annotated[Viewer, Depends(page_reader)]
@@ -93,7 +94,7 @@ def run(viewer: Viewer, form: dict[str, str]) -> int:
             raise FieldError(name, str(exc).removeprefix(f"{name}: ")) from None
     if times["end"] <= times["start"]:
         raise FieldError("end", "must be after start")
-    interval = quality.cron_interval(cat.dags[check.severity].schedule, times["start"])
+    interval = cron_interval(cat.dags[check.severity].schedule)
     if (times["end"] - times["start"]) / interval > MAX_EVALUATIONS:
         raise FieldError("end", f"the period holds more than {MAX_EVALUATIONS:,} evaluations of this check "
                                 f"(one every {interval}); shorten it")
