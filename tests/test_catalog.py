@@ -58,7 +58,7 @@ BAD_CHECKS = [
     ("wallet_sync_failures", "clear_runs", "2", "check 'wallet_sync_failures', field 'clear_runs': expected an integer"),
     ("wallet_sync_failures", "recovery_threshold", 0.08, "check 'wallet_sync_failures', field 'recovery_threshold': must be on the ok side"),
     ("wallet_sync_failures", "repeat_after", "daily", "check 'wallet_sync_failures', field 'repeat_after': expected a duration"),
-    ("expiration_task_stale", "escalate_after", "1h", "check 'expiration_task_stale', field 'escalate_after': only checks that warn on slack without paging escalate"),
+    ("high_churn", "escalate_after", "1h", "check 'high_churn', field 'escalate_after': a check of the weekly digest does not escalate"),
     ("expiration_task_stale", "source", "warehouse", "check 'expiration_task_stale', field 'source': must be one of loyalty_db"),
     ("expiration_task_stale", "severity", "P3", "check 'expiration_task_stale', field 'severity': must be one of P0, P1, P2, got 'P3'"),
     ("expiration_task_stale", "sql", "p0/missing.sql", "check 'expiration_task_stale', field 'sql': SQL file not found"),
@@ -171,3 +171,32 @@ def test_the_json_schema_accepts_the_catalog_and_rejects_what_the_loader_rejects
         assert list(validator.iter_errors(bad)), f"the schema accepts {field}={value!r}"
         with pytest.raises(CatalogError):
             parse_catalog(bad, Path("c.yaml"))
+
+
+def test_escalation_to_a_channel_the_check_already_pages_on_is_moot(raw):
+    """A P0 check pages at once: its escalate_after is left unused, not an error."""
+    data = _mutate(raw, "expiration_task_stale", "escalate_after", "1h")
+    check = parse_catalog(data, Path("c.yaml")).check("expiration_task_stale")
+    assert check.routes == ("pagerduty", "slack") and check.escalate_after is None
+
+
+def test_routing_p1_to_pagerduty_changes_no_other_check(raw):
+    """dags.P1.routes: [pagerduty, slack] loads although p0_checks_stale (P1) has its own
+    escalate_after: it now pages at once, and nothing else had to be edited."""
+    from loyalty_checks.lifecycle import TRIGGER, channels, channels_used
+
+    assert any(c.get("escalate_after") for c in raw["checks"] if c["severity"] == "P1")
+    raw["dags"]["P1"]["routes"] = ["pagerduty", "slack"]
+    cat = parse_catalog(raw, Path("c.yaml"))
+    for check in cat.for_severity("P1"):
+        assert check.routes == ("pagerduty", "slack") and check.escalate_after is None, check.id
+        assert channels(check, TRIGGER, escalated=False) == ["pagerduty", "slack"]
+        assert channels_used(check) == ["pagerduty", "slack"]
+
+
+def test_an_unknown_route_names_the_registered_channels(raw):
+    raw["dags"]["P1"]["routes"] = ["pagerduty", "teams"]
+    with pytest.raises(CatalogError) as err:
+        parse_catalog(raw, Path("c.yaml"))
+    assert str(err.value) == ("c.yaml: dags.P1, field 'routes': unknown route 'teams' (allowed: pagerduty, slack,"
+                              " digest)") or "unknown route 'teams' (allowed: pagerduty, slack, digest)" in str(err.value)

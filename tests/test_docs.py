@@ -176,7 +176,7 @@ def test_silences_dag_and_its_params(doc):
 
 
 def test_heartbeat_and_watchdog(doc):
-    from loyalty_checks.deliver import HEARTBEAT
+    from loyalty_checks.connections import HEARTBEAT
 
     section = _section(doc, "Dead man's switch")
     for name in (HEARTBEAT, "heartbeat_failed", "fail_endpoint", "p0_checks_stale"):

@@ -35,8 +35,9 @@ from typing import Any, Callable, Iterable, Iterator
 import yaml
 
 from loyalty_checks import quality
-from loyalty_checks.catalog import Catalog, CatalogError, Check, catalog, load_catalog, parse_duration, with_overrides
+from loyalty_checks.catalog import Catalog, CatalogError, Check, catalog, load_catalog, with_overrides
 from loyalty_checks.quality import UsageError, parse_time
+from loyalty_checks.units import cron_interval, cron_times, duration, duration_text
 
 UTC = dt.timezone.utc
 BATCH = 500                 # evaluations per read-only transaction
@@ -133,8 +134,8 @@ def parse_sweep(spec: str) -> tuple[str, list[str]]:
 
 def parse_duration_or_none(text: str) -> dt.timedelta | None:
     try:
-        return parse_duration(text.strip(), "--sweep")
-    except CatalogError:
+        return duration(text.strip())
+    except ValueError:
         return None
 
 
@@ -158,20 +159,6 @@ def _utc(t: dt.datetime) -> dt.datetime:
 
 
 # ---------------------------------------------------------------- settings
-
-def duration_text(delta: dt.timedelta | None) -> str | None:
-    """A duration as the catalog writes it: 30s, 5m, 4h, 24h, 7d."""
-    if delta is None:
-        return None
-    s = int(delta.total_seconds())
-    if s % 86400 == 0 and s > 2 * 86400:
-        return f"{s // 86400}d"
-    if s % 3600 == 0 and s:
-        return f"{s // 3600}h"
-    if s % 60 == 0 and s:
-        return f"{s // 60}m"
-    return f"{s}s"
-
 
 def _plain(value: float | None) -> float | int | None:
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -350,14 +337,14 @@ def run_backtest(check_id: str, start: str | dt.datetime, end: str | dt.datetime
         field, values = parse_sweep(sweep)
         candidates = [(value, resolve(cat, check_id, {**overrides, field: value}, where="--sweep")) for value in values]
     spec = cat.dags[check.severity]
-    interval = quality.cron_interval(spec.schedule, start_t)
+    interval = cron_interval(spec.schedule)
     expected = max(1, int((end_t - start_t) / interval))
     main = Variant(check, interval, series=series)
     baseline = Variant(cat.check(check_id), interval) if overrides else None
     swept = [Variant(c, interval) for _, c in candidates]
     started = time.perf_counter()
     replay_all(conn, [main, *([baseline] if baseline else []), *swept],
-               lambda: quality.cron_times(spec.schedule, start_t, end_t), expected, progress)
+               lambda: cron_times(spec.schedule, start_t, end_t), expected, progress)
     seconds = time.perf_counter() - started
     out = main.result()
     result: dict[str, Any] = {

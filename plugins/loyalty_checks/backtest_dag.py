@@ -3,9 +3,11 @@
 Params: `check`, `start` and `end` (ISO 8601; empty: the 7 days before the run),
 `overrides` ("field=value" lines, as `--set`), `sweep` (optional FIELD=FROM:TO:STEP).
 The task runs `loyalty_checks.backtest.run_backtest` read only on loyalty_db (or the
-check's source), writes the summary table to its log, and stores the request, the
-result (spec/backtest.md's JSON) and the PNG plot in `loyalty_monitoring.backtests`
-for the console. Bad params fail the task at once (no retries), naming the problem.
+check's source), writes the summary table to its log, and stores the request (with the
+run's id, `run_id`), the result (spec/backtest.md's JSON) and the PNG plot in
+`loyalty_monitoring.backtests`. The console's backtest form triggers this DAG (as the
+signed-in user) and shows the stored row of its run. Bad params fail the task at once
+(no retries), naming the problem.
 
 Nothing here touches a database, a connection or a Variable while the DAG file is
 parsed: the catalog file is read for the list of checks, that is all.
@@ -21,7 +23,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from loyalty_checks.catalog import Catalog, catalog
+from loyalty_checks.catalog import Catalog, Severity, catalog
 
 log = logging.getLogger(__name__)
 DAG_ID = "loyalty_backtest"
@@ -57,7 +59,7 @@ def run(context) -> dict[str, Any]:
     cat = catalog()
     dag_run = context["dag_run"]
     try:
-        request = request_from(context["params"], dag_run.run_after)
+        request = {**request_from(context["params"], dag_run.run_after), "run_id": dag_run.run_id}
         check = resolve(cat, request["check"], request["overrides"])
     except BacktestError as exc:
         raise AirflowFailException(f"bad backtest request: {exc}") from None
@@ -107,7 +109,7 @@ def build_backtest_dag(cat: Catalog | None = None) -> DAG:
                            description="optional FIELD=FROM:TO:STEP, e.g. threshold=80:200:10"),
             "requested_by": Param("", type=["null", "string"], description="who asks (default: the triggering user)"),
         },
-        default_args={"owner": cat.dags["P1"].owner, "retries": 0,
+        default_args={"owner": cat.dags[Severity.P1].owner, "retries": 0,
                       "execution_timeout": dt.timedelta(minutes=30)},
     ) as dag:
 

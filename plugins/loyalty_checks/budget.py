@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from functools import lru_cache
-from typing import TYPE_CHECKING, Iterable
+from datetime import timedelta
+from typing import Any, Iterable
 
-if TYPE_CHECKING:
-    from loyalty_checks.catalog import Check, DagSpec
+from loyalty_checks.units import cron_interval
+
+# The catalog's models, by name only: the catalog imports this module to check itself.
+Check = DagSpec = Any
 
 HTTP_ATTEMPTS = 3                       # requests per send: the first and two retries
 HTTP_BACKOFF = (1.0, 2.0)               # seconds before the 2nd and the 3rd request
@@ -57,6 +58,11 @@ STATE_STATEMENT_MAX = timedelta(seconds=30)  # alert-state statements are index 
 DEFAULT_CONNECT_TIMEOUT = timedelta(seconds=10)
 DEFAULT_GRACE = timedelta(seconds=5)
 DEFAULT_HTTP_TIMEOUT = timedelta(seconds=10)
+
+
+class BudgetError(ValueError):
+    """A run of the catalog's DAG cannot fit its time limits (the catalog raises it as a
+    CatalogError: an import error naming the DAG, the check and the numbers)."""
 
 
 def _s(value: timedelta) -> float:
@@ -223,8 +229,10 @@ def _r(seconds: float) -> timedelta:
 def check_tasks(spec: "DagSpec", check: "Check") -> dict[str, TaskBudget]:
     db, state, grace = check_timeouts(spec, check), state_timeouts(spec), _s(spec.grace)
     send = send_seconds(spec)
-    routes = tuple(getattr(check, "routes", None) or spec.routes)
-    channels = 0 if routes == ("digest",) else 2  # PagerDuty and Slack at most
+    # Its routes' channels, and the pager when it may escalate (the catalog made that moot
+    # when it pages anyway): a digest check sends nothing itself.
+    routes = [r for r in (getattr(check, "routes", None) or spec.routes) if r != "digest"]
+    channels = len(routes) + (getattr(check, "escalate_after", None) is not None)
     state_part = max(2.0, state.connect_timeout) + state.answer_within
     out = {
         "measure": TaskBudget(
@@ -249,26 +257,10 @@ def heartbeat_task(spec: "DagSpec") -> TaskBudget:
                       f"HTTP {_s(spec.http_timeout):g} s + grace {_s(spec.grace):g} s")
 
 
-@lru_cache(maxsize=32)
-def schedule_interval(schedule: str) -> timedelta | None:
-    """The shortest time between two runs of a cron schedule (None if not a cron expression)."""
-    from croniter import croniter
-
-    presets = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
-               "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
-    expr = presets.get(schedule, schedule)
-    try:
-        it = croniter(expr, datetime(2026, 1, 1, tzinfo=timezone.utc))
-        fires = [it.get_next(datetime) for _ in range(60)]
-    except Exception:  # noqa: BLE001 - not a cron expression: nothing to compare with
-        return None
-    return min(b - a for a, b in zip(fires, fires[1:], strict=False))
-
-
 def dag_budget(spec: "DagSpec", checks: Iterable["Check"], pool_slots: int = 4) -> DagBudget:
     checks = tuple(checks)
     return DagBudget(
-        dag_id=spec.dag_id, run_timeout=spec.run_timeout, interval=schedule_interval(spec.schedule),
+        dag_id=spec.dag_id, run_timeout=spec.run_timeout, interval=cron_interval(spec.schedule),
         tasks={c.id: check_tasks(spec, c) for c in checks},
         heartbeat=heartbeat_task(spec) if spec.heartbeat else None,
         pool_slots=pool_slots, max_active_tasks=spec.max_active_tasks,
@@ -289,22 +281,20 @@ def fmt(value: timedelta) -> str:
 
 
 def check_budget(spec: "DagSpec", checks: Iterable["Check"], where: str, pool_slots: int = 4) -> DagBudget:
-    """Raise CatalogError when a run cannot report its own failures in time."""
-    from loyalty_checks.catalog import CatalogError
-
+    """Raise BudgetError when a run cannot report its own failures in time."""
     checks = tuple(checks)
     label = f"{where}: dags.{spec.severity} ({spec.dag_id})"
     for name in ("statement_timeout", "connect_timeout", "http_timeout", "run_timeout"):
         if getattr(spec, name) <= timedelta():
-            raise CatalogError(f"{label}, field {name!r}: must be longer than 0s")
+            raise BudgetError(f"{label}, field {name!r}: must be longer than 0s")
     for check in checks:
         for name in ("statement_timeout", "connect_timeout"):
             value = getattr(check, name, None)
             if value is not None and value <= timedelta():
-                raise CatalogError(f"{where}: check {check.id!r}, field {name!r}: must be longer than 0s")
+                raise BudgetError(f"{where}: check {check.id!r}, field {name!r}: must be longer than 0s")
     budget = dag_budget(spec, checks, pool_slots)
     if budget.interval is not None and spec.run_timeout >= budget.interval:
-        raise CatalogError(f"{label}, field 'run_timeout': {fmt(spec.run_timeout)} must be shorter than the"
+        raise BudgetError(f"{label}, field 'run_timeout': {fmt(spec.run_timeout)} must be shorter than the"
                            f" schedule's interval ({spec.schedule!r}: {fmt(budget.interval)}), or runs would overlap")
     for check in checks:
         t = budget.tasks[check.id]
@@ -315,13 +305,13 @@ def check_budget(spec: "DagSpec", checks: Iterable["Check"], where: str, pool_sl
                                     f" + {t[p].retries} × {fmt(t[p].retry_delay)} delay)" for p in parts if p in t)
                 if budget.heartbeat:
                     detail += f" + heartbeat {fmt(budget.heartbeat.worst)}"
-                raise CatalogError(
+                raise BudgetError(
                     f"{label}, check {check.id!r}: the worst {name} path takes {fmt(path)} ({detail}),"
                     f" longer than run_timeout {fmt(spec.run_timeout)}: lower statement_timeout,"
                     f" connect_timeout, grace, http_timeout, retries or retry_delay, or raise run_timeout")
     total, detail = budget.worst_run()
     if total > spec.run_timeout:
-        raise CatalogError(
+        raise BudgetError(
             f"{label}: {len(checks)} checks: when every check takes its worst path at once, the run takes"
             f" {fmt(total)} ({detail}), longer than run_timeout {fmt(spec.run_timeout)}: raise db_pool_slots"
             f" (and the loyalty_db pool) or max_active_tasks, lower the time limits, or split the checks"

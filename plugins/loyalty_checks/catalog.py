@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,22 +34,33 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from loyalty_checks import channels
+from loyalty_checks.budget import BudgetError, check_budget
+from loyalty_checks.units import DURATION, duration
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 INCLUDE_DIR = PACKAGE_ROOT / "include"
 SQL_DIR = INCLUDE_DIR / "sql"
 DEFAULT_CATALOG = INCLUDE_DIR / "checks.yaml"
 SCHEMA_FILE = INCLUDE_DIR / "checks.schema.json"
 
-SEVERITIES = ("P0", "P1", "P2")
+
+
+class Severity(StrEnum):
+    """A check DAG's severity: P0 pages, P1 warns, P2 reports weekly."""
+    P0 = "P0"
+    P1 = "P1"
+    P2 = "P2"
+
+
+SEVERITIES = tuple(Severity)
+DIGEST = "digest"  # the weekly report of the P2 DAG: a route, not a channel
 COMPARISONS = (">", ">=", "<", "<=")
 NO_DATA_POLICIES = ("fire", "ok", "keep")
 SOURCES = ("loyalty_db", "loyalty_monitoring_db")
 LIFECYCLE_FIELDS = ("for_runs", "clear_runs", "repeat_after", "escalate_after")
 ENTITY_KINDS = (None, "store", "merchant", "provider")
-ROUTES = ("pagerduty", "slack", "digest")
 CHECK_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
-DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 class CatalogError(ValueError):
@@ -57,10 +69,10 @@ class CatalogError(ValueError):
 
 def parse_duration(text: Any, where: str) -> timedelta:
     """'5m' -> timedelta(minutes=5); anything else raises CatalogError naming `where`."""
-    m = DURATION.match(text) if isinstance(text, str) else None
-    if not m:
-        raise CatalogError(f"{where}: expected a duration like 30s, 5m, 1h, 7d, got {text!r}")
-    return timedelta(**{DURATION_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        return duration(text if isinstance(text, str) else None)
+    except ValueError as exc:
+        raise CatalogError(f"{where}: {exc}".replace("got None", f"got {text!r}")) from None
 
 
 # ---------------------------------------------------------------- field types
@@ -114,15 +126,6 @@ def _one_of(choices: tuple):
     return check
 
 
-def _duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    m = DURATION.match(value) if isinstance(value, str) else None
-    if not m:
-        raise ValueError(f"expected a duration like 30s, 5m, 1h, 7d, got {value!r}")
-    return timedelta(**{DURATION_UNITS[m.group(2)]: int(m.group(1))})
-
-
 def _sql_file(value: Any, info: ValidationInfo) -> str:
     """A .sql file under the catalog's SQL folder (`sql_dir`, given as validation context)."""
     rel = _text(value)
@@ -135,14 +138,21 @@ def _sql_file(value: Any, info: ValidationInfo) -> str:
     return rel
 
 
+def route_names() -> tuple[str, ...]:
+    """What a route may name: every registered channel (channels/), and the weekly digest."""
+    return (*channels.names(), DIGEST)
+
+
 def _routes(value: Any) -> tuple[str, ...]:
     if not isinstance(_required(value), (list, tuple)):
         raise ValueError(f"expected a list, got {_got(value)}")
     for route in value:
-        if route not in ROUTES:
-            raise ValueError(f"unknown route {route!r} (allowed: {', '.join(ROUTES)})")
-    if "digest" in value and len(value) > 1:
-        raise ValueError("'digest' reports weekly and cannot be combined with pagerduty or slack")
+        if route not in route_names():
+            raise ValueError(f"unknown route {route!r} (allowed: {', '.join(route_names())})")
+    if DIGEST in value and len(value) > 1:
+        raise ValueError(f"'{DIGEST}' reports weekly and cannot be combined with a channel")
+    if len(set(value)) != len(value):
+        raise ValueError(f"a route is listed twice: {list(value)}")
     return tuple(value)
 
 
@@ -156,7 +166,7 @@ def _params(value: Any) -> dict[str, Any]:
         if not isinstance(key, str) or not CHECK_ID.match(key) or key in ("t", "window"):
             raise ValueError(f"parameter name {key!r} must be lower_snake_case and not 't' or 'window'")
         if isinstance(item, str) and DURATION.match(item):
-            item = _duration(item)
+            item = duration(item)
         elif not isinstance(item, (str, int, float, timedelta)) or isinstance(item, bool):
             raise ValueError(f"parameter {key!r} must be text, a number or a duration, got {item!r}")
         params[key] = item
@@ -172,14 +182,14 @@ def _enum(choices: tuple) -> WithJsonSchema:
 
 
 _DURATION_SCHEMA = {"type": "string", "pattern": DURATION.pattern, "description": "30s, 5m, 1h, 7d, 2w"}
-Duration = Annotated[timedelta, BeforeValidator(_duration), WithJsonSchema(_DURATION_SCHEMA)]
-OptionalDuration = Annotated[timedelta | None, BeforeValidator(lambda v: None if v is None else _duration(v)),
+Duration = Annotated[timedelta, BeforeValidator(duration), WithJsonSchema(_DURATION_SCHEMA)]
+OptionalDuration = Annotated[timedelta | None, BeforeValidator(lambda v: None if v is None else duration(v)),
                              WithJsonSchema({"anyOf": [_DURATION_SCHEMA, {"type": "null"}]})]
 Text = Annotated[str, BeforeValidator(_text), _schema(type="string", pattern=r"\S")]
 Runs = Annotated[int, BeforeValidator(_integer(1)), _schema(type="integer", minimum=1)]
 Number = Annotated[float, BeforeValidator(_number), _schema(type="number")]
 Routes = Annotated[tuple[str, ...], BeforeValidator(_routes),
-                   _schema(type="array", items={"enum": list(ROUTES)}, minItems=1)]
+                   _schema(type="array", items={"enum": list(route_names())}, minItems=1)]
 
 
 class _Model(BaseModel):
@@ -193,7 +203,7 @@ class Lifecycle(_Model):
     for_runs: Runs | None = Field(None, description="breaching evaluations in a row before an alert fires")
     clear_runs: Runs | None = Field(None, description="clean evaluations in a row before a firing alert resolves")
     repeat_after: OptionalDuration = Field(None, description="remind of a still-firing check after this long")
-    escalate_after: OptionalDuration = Field(None, description="page through PagerDuty once it fired this long")
+    escalate_after: OptionalDuration = Field(None, description="page through PagerDuty once it fired this long (moot for a check that pages already)")
 
 
 class DagSpec(_Model):
@@ -206,7 +216,8 @@ class DagSpec(_Model):
     retry_delay: Duration
     statement_timeout: Duration
     owner: Text
-    routes: Routes = Field(description="where its checks' notifications go: pagerduty, slack, or digest")
+    routes: Routes = Field(description="where its checks' notifications go: registered channels (pagerduty,"
+                                       " slack), or digest")
     heartbeat: bool = Field(False, description="ping the outside heartbeat (connection loyalty_heartbeat) "
                                                "after every run")
     max_active_tasks: Annotated[int, BeforeValidator(_integer(1)), _schema(type="integer", minimum=1)] = Field(
@@ -255,7 +266,7 @@ class Check(_Model):
     repeat_after: OptionalDuration = None
     escalate_after: OptionalDuration = None
     routes: Annotated[tuple[str, ...] | None, BeforeValidator(lambda v: None if v is None else _routes(v)),
-                      _schema(type="array", items={"enum": list(ROUTES)})] = Field(
+                      _schema(type="array", items={"enum": list(route_names())})] = Field(
         None, description="where notifications go; default: the DAG's routes")
     connect_timeout: OptionalDuration = Field(None, description="overrides the DAG's database connect timeout")
     window_text: SkipJsonSchema[str | None] = Field(None, exclude=True)  # the window as written
@@ -412,11 +423,13 @@ def _resolve(check: Check, dag: DagSpec, where: str) -> Check:
     lifecycle = {n: getattr(dag.defaults, n) for n in LIFECYCLE_FIELDS
                  if n not in set_fields and n in dag.defaults.model_fields_set}
     routes = check.routes or dag.routes
-    if routes != dag.routes and "digest" in (*routes, *dag.routes):
+    if routes != dag.routes and DIGEST in (*routes, *dag.routes):
         fail("routes", f"the {check.severity} DAG routes to {list(dag.routes)}; a check of it cannot route to {list(routes)}")
     escalate = lifecycle.get("escalate_after", check.escalate_after)
-    if escalate is not None and ("pagerduty" in routes or "slack" not in routes):
-        fail("escalate_after", f"only checks that warn on slack without paging escalate (routes: {list(routes)})")
+    if escalate is not None and DIGEST in routes:
+        fail("escalate_after", f"a check of the weekly digest does not escalate (routes: {list(routes)})")
+    if escalate is not None and channels.pager() in routes:
+        lifecycle["escalate_after"] = None  # it pages already: escalating to the pager is moot
     recovery = check.recovery_threshold
     if recovery is not None and check.breaches(recovery) and recovery != check.threshold:
         fail("recovery_threshold", f"must be on the ok side of the threshold ({check.comparison} {check.threshold:g}),"
@@ -471,10 +484,11 @@ def parse_catalog(data: Any, path: Path) -> Catalog:
     dup = next((m for m in metric_ids if metric_ids.count(m) > 1), None)
     if dup:
         raise CatalogError(f"{where}: digest metric {dup!r}, field 'id': duplicate id")
-    from loyalty_checks.budget import check_budget
-
     for spec in dags.values():
-        check_budget(spec, [c for c in checks if c.severity == spec.severity], where, parsed.db_pool_slots)
+        try:
+            check_budget(spec, [c for c in checks if c.severity == spec.severity], where, parsed.db_pool_slots)
+        except BudgetError as exc:
+            raise CatalogError(str(exc)) from None
     return Catalog(path=path, runbook_url=parsed.runbook_url.rstrip("#"), entity_cap=parsed.entity_cap, dags=dags,
                    checks=tuple(checks), raw_checks=raw_checks, sql_dir=sql_dir, db_pool_slots=parsed.db_pool_slots,
                    digest_metrics=tuple(m.model_copy(update={"sql_dir": sql_dir}) for m in parsed.digest_metrics),

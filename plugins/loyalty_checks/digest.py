@@ -15,8 +15,8 @@ from typing import Any
 
 from airflow.sdk import TriggerRule, task
 
-from loyalty_checks import connections, deliver
-from loyalty_checks.catalog import Catalog
+from loyalty_checks import channels, connections
+from loyalty_checks.catalog import DIGEST, Catalog, Severity
 from loyalty_checks.parsing import build
 from loyalty_checks.text import format_threshold, format_time, format_value, slack_escape, truncate
 
@@ -28,7 +28,7 @@ SECTION_MAX = 3000
 
 def digest_checks(cat: Catalog) -> tuple:
     """The checks that report in the weekly digest: those routed to it."""
-    return tuple(c for c in cat.checks if "digest" in c.routes)
+    return tuple(c for c in cat.checks if DIGEST in c.routes)
 
 
 def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
@@ -108,8 +108,9 @@ def post(cat: Catalog, metrics: dict[str, Any] | None, context) -> bool:
             "SELECT check_id, entity_id, ends_at, author, reason FROM loyalty_monitoring.silences"
             " WHERE starts_at <= %(t)s AND ends_at > %(t)s ORDER BY check_id, id", {"t": ref.t}).fetchall()
         body = digest_message(cat, ref.t, evaluations, metrics, open_alerts, silences, _quality(conn, ref.t, cat))
-        key = NotificationKey(DIGEST_ID, ref.t, "digest", "slack")
-        sent = once(conn, key, ref.run_id, lambda: deliver.send_slack(deliver.SLACK_REPORTS, body))
+        slack = channels.get("slack", connections.SLACK_REPORTS)  # the Slack channel, to the reports' webhook
+        key = NotificationKey(DIGEST_ID, ref.t, DIGEST, slack.name)
+        sent = once(conn, key, ref.run_id, lambda: slack.post(body, cat.dags[Severity.P2].http_timeout.total_seconds()))
     if not sent:
         log.info("The digest for %s was already sent", ref.t.isoformat())
     return sent
@@ -129,7 +130,7 @@ def _quality(conn, t, cat: Catalog) -> str | None:
 def add_digest(groups: list, cat: Catalog, task_id: str | None = None) -> None:
     """Add the digest tasks after the P2 check groups (inside the DAG's `with` block); in a
     task process (`task_id`), only that task (factory.py)."""
-    spec = cat.dags["P2"]
+    spec = cat.dags[Severity.P2]
 
     def digest_metrics():
         @task(task_id="digest_metrics")

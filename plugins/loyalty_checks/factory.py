@@ -26,7 +26,8 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TaskGroup, TriggerRule, task
 
 from loyalty_checks import budget, tasks
-from loyalty_checks.catalog import Catalog, Check, DagSpec, catalog
+from loyalty_checks import channels as registry
+from loyalty_checks.catalog import DIGEST, Catalog, Check, DagSpec, Severity, catalog
 from loyalty_checks.lifecycle import channels_used
 from loyalty_checks.parsing import build, in_group, running_task
 from loyalty_checks.text import format_duration, format_threshold
@@ -35,11 +36,11 @@ START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 # Caps concurrent check queries on the production database. Create it once:
 #   airflow pools set loyalty_db 4 "Concurrent check queries on loyalty_db"
 POOL = "loyalty_db"
-ROUTE_TEXT = {
-    "pagerduty": "PagerDuty (`pagerduty_loyalty`, one incident per check)",
-    "slack": "Slack (`slack_loyalty_alerts`)",
-    "digest": "one weekly Slack digest (`slack_loyalty_reports`)",
-}
+DIGEST_TEXT = "one weekly Slack digest (`slack_loyalty_reports`)"
+
+
+def _route_text(route: str) -> str:
+    return DIGEST_TEXT if route == DIGEST else registry.get(route).title
 
 
 def _lifecycle_text(c: Check) -> str:
@@ -53,7 +54,7 @@ def _lifecycle_text(c: Check) -> str:
 
 def _grid_text(spec: DagSpec) -> str:
     """What the task colours mean, for the tasks this DAG has."""
-    if spec.routes == ("digest",):
+    if spec.routes == (DIGEST,):
         return ("In the grid: `measure` green = the check was evaluated and recorded (`evaluate` follows it, "
                 "without a process of its own); `measure` red = it could not be, and `report_error` reported it; "
                 "`post_digest` sends the weekly digest and `fail_if_any_failed` turns the run red when a check "
@@ -79,7 +80,7 @@ def _doc_md(spec: DagSpec, checks: tuple[Check, ...], cat: Catalog) -> str:
         f"| {c.window_text or '—'} |" for c in checks)
     details = "\n".join(
         f"- [`{c.id}`]({cat.runbook_link(c.id)}) **{c.title}**: {c.metric}; {_lifecycle_text(c)}." for c in checks)
-    routes = ", ".join(ROUTE_TEXT[r] for r in spec.routes)
+    routes = ", ".join(_route_text(r) for r in spec.routes)
     return f"""
 ### Loyalty {spec.severity} checks
 
@@ -208,7 +209,7 @@ def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
         groups = [_check_group(check, spec, task_id) for check in checks if in_group(task_id, check.id)]
         if spec.heartbeat:
             _add_heartbeat(groups, spec, task_id)
-        if "digest" in spec.routes:
+        if DIGEST in spec.routes:
             from loyalty_checks.digest import add_digest
 
             add_digest(groups, cat, task_id)
@@ -269,7 +270,7 @@ def build_silences_dag(cat: Catalog | None = None) -> DAG:
             "silence_id": Param(None, type=["null", "integer"], description="the silence's id",
                                 section="To expire a silence"),
         },
-        default_args={"owner": cat.dags["P0"].owner, "retries": 0},
+        default_args={"owner": cat.dags[Severity.P0].owner, "retries": 0},
     ) as dag:
 
         @task(task_id="apply")

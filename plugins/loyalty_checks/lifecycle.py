@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Sequence
 
+from loyalty_checks import channels as registry
 from loyalty_checks.catalog import Check
 from loyalty_checks.evaluate import NO_DATA, Evaluation, MeasurementError
 
@@ -61,8 +62,6 @@ class Status(StrEnum):
     FIRING = "firing"
 
 
-PAGERDUTY, SLACK = "pagerduty", "slack"
-CHANNELS = (PAGERDUTY, SLACK)  # the order notifications go out in: the page first
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -193,25 +192,26 @@ class Decision:
 # ---------------------------------------------------------------- routing
 
 def channels(check: Check, event: Event, escalated: bool) -> list[str]:
-    """The check's routes for one event: reminders never page (the incident is open);
-    an escalated episode adds PagerDuty to every event until it resolves."""
-    routes = set(check.routes) & set(CHANNELS)
+    """The check's routes for one event, in the registry's order (the pager first):
+    reminders never page (the incident is open); an escalated episode adds the pager to
+    every event until it resolves."""
+    pager, routes = registry.pager(), set(check.routes)
     if escalated or event == ESCALATE:
-        routes.add(PAGERDUTY)
+        routes.add(pager)
     if event == REMINDER:
-        routes.discard(PAGERDUTY)
-    return [c for c in CHANNELS if c in routes]
+        routes.discard(pager)
+    return [c for c in registry.names() if c in routes]
 
 
 def channels_used(check: Check) -> list[str]:
     """Every channel some event of the check may go to (the DAG builds a notify task each)."""
-    used = set(check.routes) | ({PAGERDUTY} if check.escalate_after is not None else set())
-    return [c for c in CHANNELS if c in used]
+    used = set(check.routes) | ({registry.pager()} if check.escalate_after is not None else set())
+    return [c for c in registry.names() if c in used]
 
 
 def pages(check: Check, event: Event = TRIGGER) -> bool:
-    """True when this event of the check goes to PagerDuty before any escalation."""
-    return PAGERDUTY in channels(check, event, escalated=False)
+    """True when this event of the check goes to the pager before any escalation."""
+    return registry.pager() in channels(check, event, escalated=False)
 
 
 # ---------------------------------------------------------------- the decision
@@ -240,7 +240,7 @@ def decide(check: Check, state: CheckState, outcome: Evaluation | MeasurementErr
         episode_start = _roll_up(state, t)
         note = _announce(check, state, gone, silences, t, episode_start)
         if note and paged_blind and note.event == TRIGGER:
-            note.channels = [c for c in note.channels if c != PAGERDUTY]  # paged already, while blind
+            note.channels = [c for c in note.channels if c != registry.pager()]  # paged already, while blind
         notes += [note] if note else []
     return Decision(state, [n for n in notes if n.channels])
 
@@ -271,7 +271,7 @@ def fail_open(check: Check, outcome: Evaluation | MeasurementError, blind: SentW
         return None
     if _remembered(check, None, blind and blind.paged_at, t):
         return []
-    return [Notification(TRIGGER, [PAGERDUTY], firing=list(outcome.entities), firing_since=_iso(t))]
+    return [Notification(TRIGGER, [registry.pager()], firing=list(outcome.entities), firing_since=_iso(t))]
 
 
 def _on_error(check: Check, state: CheckState, t: dt.datetime, silences: Sequence[Silence]) -> list[Notification]:

@@ -55,10 +55,10 @@ def record(conn, check: Check, run: state.RunRef, outcome: Evaluation | Measurem
 
 def deliver(conn, notice, channel: str, run_id: str) -> bool:
     """Send one notice on one channel at most once; True if it was sent now."""
-    from loyalty_checks.deliver import sender
+    from loyalty_checks import channels
 
     key = state.NotificationKey(notice.check.id, notice.t, str(notice.event), channel)
-    return state.once(conn, key, run_id, lambda: sender(channel).send(notice))
+    return state.once(conn, key, run_id, lambda: channels.get(channel).send(notice))
 
 
 class Replay:

@@ -26,7 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from loyalty_checks.lifecycle import CHANNELS, PAGERDUTY
+from loyalty_checks import channels as registry
+from loyalty_checks import units
+from loyalty_checks.units import DURATION, cron_interval, duration
 
 UTC = dt.timezone.utc
 FLAP_INTERVALS = 3          # an episode starting within 3 evaluation intervals of the last one is a flap
@@ -36,25 +38,6 @@ ENDING_SOON = dt.timedelta(days=1)
 
 # ---------------------------------------------------------------- schedule
 
-def cron_times(cron: str, start: dt.datetime, end: dt.datetime) -> Iterable[dt.datetime]:
-    """Every scheduled T of `cron` (UTC) in (start, end], in order: the DAG's runs."""
-    from croniter import croniter
-
-    it = croniter(cron, start.astimezone(UTC))
-    while True:
-        t = it.get_next(dt.datetime).astimezone(UTC)
-        if t > end:
-            return
-        yield t
-
-
-def cron_interval(cron: str, at: dt.datetime | None = None) -> dt.timedelta:
-    """The time between two runs of `cron` (P0 5 minutes, P1 an hour, P2 a week)."""
-    from croniter import croniter
-
-    it = croniter(cron, (at or dt.datetime(2026, 1, 5, tzinfo=UTC)).astimezone(UTC))
-    first = it.get_next(dt.datetime)
-    return it.get_next(dt.datetime) - first
 
 
 # ---------------------------------------------------------------- the one tally
@@ -72,7 +55,8 @@ def notification_entities(note: dict[str, Any]) -> list[str]:
 
 def ordered_channels(channels: Iterable[str]) -> list[str]:
     found = set(channels)
-    return [c for c in CHANNELS if c in found] + sorted(found - set(CHANNELS))
+    known = registry.names()
+    return [c for c in known if c in found] + sorted(found - set(known))
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -128,7 +112,7 @@ class Tally:
         resolved = [(e["end"] - e["start"]).total_seconds() for e in self.episodes if e["end"] is not None]
         return {
             "notifications": len(self.notifications),
-            "pages": sum(PAGERDUTY in n["channels"] for n in self.notifications),
+            "pages": sum(registry.pager() in n["channels"] for n in self.notifications),
             "episodes": len(self.episodes),
             "flaps": self.flaps,
             "firing_share": round(self.firing / self.evaluations, 4) if self.evaluations else 0.0,
@@ -181,7 +165,7 @@ def sent_notifications(decided: list[dict[str, Any]], sent: dict[str, list[str]]
 def history(conn, since: dt.datetime, until: dt.datetime | None = None, check_id: str | None = None,
             cat=None) -> dict[str, Any]:
     """The quality of every check over (since, until] from what loyalty_monitoring recorded."""
-    from loyalty_checks.catalog import catalog
+    from loyalty_checks.catalog import Severity, catalog
 
     cat = cat or catalog()
     until = until or dt.datetime.now(UTC)
@@ -196,8 +180,8 @@ def history(conn, since: dt.datetime, until: dt.datetime | None = None, check_id
             for cid, severity, t, status, alert_status, decided, sent in cur:
                 tally = tallies.get(cid)
                 if tally is None:
-                    spec = cat.dags.get(severity) or cat.dags["P1"]
-                    tally = tallies[cid] = Tally(cron_interval(spec.schedule, since))
+                    spec = cat.dags.get(severity) or cat.dags[Severity.P1]
+                    tally = tallies[cid] = Tally(cron_interval(spec.schedule))
                 tally.add(t, alert_status, status == "error", sent_notifications(decided, sent))
         silences = conn.execute(SILENCES_SQL, {"at": until}).fetchall()
     active = [{"id": s[0], "check_id": s[1], "entity_id": s[2], "starts_at": _iso(s[3]), "ends_at": _iso(s[4]),
@@ -270,19 +254,16 @@ class UsageError(ValueError):
 
 def parse_since(text: str, now: dt.datetime) -> dt.datetime:
     """'28d' (before now) or an ISO time (UTC when it has no offset)."""
-    from loyalty_checks.catalog import DURATION, parse_duration
-
     if DURATION.match(text or ""):
-        return now - parse_duration(text, "--since")
+        return now - duration(text)
     return parse_time(text, "--since")
 
 
 def parse_time(text: str, what: str) -> dt.datetime:
     try:
-        t = dt.datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        raise UsageError(f"{what}: expected an ISO 8601 time like 2026-11-16T00:00:00+00:00, got {text!r}") from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+        return units.parse_time(text)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
 
 
 @contextmanager

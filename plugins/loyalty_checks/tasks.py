@@ -221,14 +221,14 @@ def _notice(check: Check, note: dict[str, Any], evaluation: dict[str, Any], cont
 
 def notify(check: Check, channel: str, context) -> int:
     """Send this run's decided notifications of one check on one channel, each once."""
-    from loyalty_checks.deliver import sender
+    from loyalty_checks import channels
     from loyalty_checks.pipeline import deliver as deliver_once
     from loyalty_checks.store.alerts import load_evaluation
 
     ref = run_ref(context)
     failopen = context["ti"].xcom_pull(task_ids=f"{check.id}.measure", key="failopen")
     if failopen:  # decided without the alert state: nothing to claim, send directly
-        sender(channel).send(_notice(check, failopen["note"], failopen["evaluation"], context))
+        channels.get(channel).send(_notice(check, failopen["note"], failopen["evaluation"], context))
         return 1
     with connections.monitoring_db(check=check) as conn:
         evaluation = load_evaluation(conn, check.id, ref.t)
@@ -244,8 +244,7 @@ def report_error(check: Check, context) -> list[str]:
     not stop the next. Fails open like `decide` when the state cannot be reached."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from loyalty_checks import lifecycle
-    from loyalty_checks.deliver import sender
+    from loyalty_checks import channels, lifecycle
     from loyalty_checks.evaluate import MeasurementError
     from loyalty_checks.pipeline import deliver as deliver_once
     from loyalty_checks.pipeline import record
@@ -277,7 +276,7 @@ def report_error(check: Check, context) -> list[str]:
                 notice = _notice(check, note, evaluation, context)
                 try:
                     if conn is None:
-                        sender(channel).send(notice)
+                        channels.get(channel).send(notice)
                     else:
                         deliver_once(conn, notice, channel, ref.run_id)
                 except Exception as exc:  # noqa: BLE001

@@ -34,12 +34,13 @@ from typing import Annotated, Any, Literal, Sequence, TextIO
 import psycopg
 import yaml
 from psycopg import sql
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from loyalty_checks import channels as registry
 from loyalty_checks import pipeline
 from loyalty_checks.catalog import SQL_DIR, Catalog, CatalogError, Check, catalog, with_overrides
 from loyalty_checks.evaluate import Evaluation, MeasurementError
-from loyalty_checks.lifecycle import CHANNELS, Decision, Event, Notification
+from loyalty_checks.lifecycle import Decision, Event, Notification
 from loyalty_checks.testing_rows import FileError, Rows, Table, insert, parse_time, prepare, tables
 
 PASSED, FAILED, MALFORMED = 0, 1, 2
@@ -58,13 +59,19 @@ EntityId = Annotated[str, BeforeValidator(_entity_id)]
 GivenRows = dict[str, list[dict[Any, Any]]]
 
 
+def _channel(name: str) -> str:
+    if name not in registry.names():
+        raise ValueError(f"unknown channel {name!r} (registered: {', '.join(registry.names())})")
+    return name
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class ExpectedNotification(_Model):
     event: Literal[tuple(e.value for e in Event)]
-    channels: list[Literal[CHANNELS]]
+    channels: list[Annotated[str, AfterValidator(_channel)]]
     new: list[EntityId] | None = None
     recovered: list[EntityId] | None = None
     firing: list[EntityId] | None = None

@@ -53,7 +53,7 @@ MODULES = (
     "loyalty_checks.pipeline",
     "loyalty_checks.store",
     "loyalty_checks.store.alerts",
-    "loyalty_checks.deliver",
+    "loyalty_checks.channels",
     "loyalty_checks.messages",
     "airflow.providers.slack.hooks.slack_webhook",        # notify_slack, report_error
     "airflow.providers.pagerduty.hooks.pagerduty_events",  # notify_pagerduty, report_error

@@ -1,0 +1,115 @@
+"""The channel registry: `Channel`, `register`, and the HTTP send with retries they share."""
+
+from __future__ import annotations
+
+import logging
+import time
+from http.client import HTTPException
+from typing import Any, Callable, ClassVar
+
+from loyalty_checks.budget import HTTP_ATTEMPTS, HTTP_BACKOFF, HTTP_BACKOFF_MAX
+
+log = logging.getLogger(__name__)
+
+HTTP_TIMEOUT = 10  # seconds per request when the caller gives none (the catalog's http_timeout otherwise)
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+class DeliveryError(RuntimeError):
+    """A notification could not be delivered (after its attempts, or refused for good)."""
+
+
+class Channel:
+    """One way to tell people: its connection, its message and its send."""
+
+    name: ClassVar[str]              # what routes in the catalog say
+    conn_id: str                     # the Airflow connection it sends with (a class default)
+    title: ClassVar[str]             # how the DAG's documentation names it
+    pages: ClassVar[bool] = False    # the pager: escalation goes to it, reminders never do
+    attempts: ClassVar[int] = HTTP_ATTEMPTS  # requests per send at worst (budget.py)
+
+    def __init__(self, conn_id: str | None = None):
+        self.conn_id = conn_id or type(self).conn_id
+
+    def render(self, notice) -> dict[str, Any]:
+        """The body of one notice on this channel (pure)."""
+        raise NotImplementedError
+
+    def post(self, body: dict[str, Any], timeout: float | None = None) -> None:
+        """Send a rendered body; raise DeliveryError when it could not be delivered."""
+        raise NotImplementedError
+
+    def send(self, notice) -> None:
+        self.post(self.render(notice), http_timeout(notice))
+        log.info("%s %s of %s sent", self.name, notice.event, notice.check.id)
+
+
+REGISTRY: dict[str, type[Channel]] = {}
+
+
+def register(cls: type[Channel]) -> type[Channel]:
+    """Make a channel routable by its name."""
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"channel {cls.name!r} is registered twice ({REGISTRY[cls.name].__module__}, {cls.__module__})")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def names() -> tuple[str, ...]:
+    """Every registered channel, in the order notifications go out: pagers first."""
+    ordered = sorted(enumerate(REGISTRY.values()), key=lambda p: (not p[1].pages, p[0]))
+    return tuple(cls.name for _, cls in ordered)
+
+
+def pager() -> str:
+    """The channel escalations go to."""
+    return next(cls.name for cls in REGISTRY.values() if cls.pages)
+
+
+def get(name: str, conn_id: str | None = None) -> Channel:
+    """The channel named in a route (with its own connection, or `conn_id`)."""
+    try:
+        return REGISTRY[name](conn_id)
+    except KeyError:
+        raise ValueError(f"unknown channel {name!r} (registered: {', '.join(names())})") from None
+
+
+def http_timeout(notice) -> float:
+    """Seconds per request: the catalog's http_timeout of the check's DAG (budget.py)."""
+    from loyalty_checks.catalog import catalog
+
+    return catalog().dags[notice.check.severity].http_timeout.total_seconds()
+
+
+def send_with_retries(what: str, attempt: Callable[[], tuple[int, dict[str, str], str]],
+                      attempts: int = HTTP_ATTEMPTS) -> tuple[int, str]:
+    """Call `attempt` (one HTTP request) up to `attempts` times.
+
+    Retried: network errors and timeouts (a server that accepts and never answers is cut
+    off by the request's timeout), 429 (after its Retry-After, capped) and 5xx. Anything
+    else non-2xx raises at once. The worst case is what budget.send_seconds assumes.
+    """
+    last, delay = "", HTTP_BACKOFF[0]
+    for n in range(attempts):
+        if n:
+            time.sleep(delay)
+        delay = HTTP_BACKOFF[min(n, len(HTTP_BACKOFF) - 1)]
+        try:
+            status, headers, body = attempt()
+        except (OSError, HTTPException) as exc:  # URLError, timeouts, resets, RemoteDisconnected
+            last = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: attempt %d of %d failed: %s", what, n + 1, attempts, last)
+            continue
+        if 200 <= status < 300:
+            return status, body
+        last = f"HTTP {status}: {body[:300]}"
+        if status not in RETRY_STATUSES:
+            raise DeliveryError(f"{what}: {last}")
+        if status == 429:
+            try:
+                delay = min(float(headers.get("retry-after") or delay), HTTP_BACKOFF_MAX)
+            except ValueError:
+                pass
+        log.warning("%s: attempt %d of %d got %s", what, n + 1, attempts, last)
+    raise DeliveryError(f"{what}: no success after {attempts} attempts; last: {last}")
+
