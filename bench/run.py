@@ -501,11 +501,10 @@ def memory_worker(config_file: str) -> int:
 
     runpy.run_path(str(DAG_DIR / "loyalty_p2_checks.py"), run_name="bench_worker")
     from loyalty_checks.catalog import catalog
-    from loyalty_checks.evaluate import evaluate
     from loyalty_checks.measure import measure
     from loyalty_checks.messages import Notice, pagerduty_event, slack_message
-    from loyalty_checks.pipeline import record
-    from loyalty_checks.store.alerts import RunRef, load_evaluation
+    from loyalty_checks.pipeline import run as run_check
+    from loyalty_checks.store.alerts import AlertStore, RunRef, load_evaluation
 
     t = dt.datetime.fromisoformat(config["t"])
     cat = catalog()
@@ -518,11 +517,11 @@ def memory_worker(config_file: str) -> int:
         ensure_schema(state)
         for check_id in config["checks"]:
             check = cat.check(check_id)
-            measurement = measure(src, check, t)
-            json.dumps(measurement)                                   # the XCom it returns
-            ev = evaluate(check, measurement)
+            measurement = measure(check, t, src)
+            json.dumps(measurement.rows())                            # what the task logs and stores
             run = RunRef(dag_id=cat.dags[check.severity].dag_id, run_id="bench__memory", t=t)
-            notes = record(state, check, run, ev)
+            decision = run_check(check, measurement, AlertStore(state, run))
+            notes = [n.to_dict() for n in decision.notifications]
             stored = load_evaluation(state, check.id, t)
             for note in notes:
                 notice = Notice(check=check, event=note["event"], t=t, evaluation=stored, dag_id=run.dag_id,
@@ -530,7 +529,8 @@ def memory_worker(config_file: str) -> int:
                                 entity_cap=cat.entity_cap, decided=note)
                 json.dumps(slack_message(notice))
                 json.dumps(pagerduty_event(notice))
-            out["checks"][check_id] = {"entities": len(measurement["entities"] or []), "breaching": len(ev.entities)}
+            out["checks"][check_id] = {"entities": len(measurement.entities or []),
+                                       "breaching": len(getattr(decision.outcome, "entities", []))}
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(config["result"]).write_text(json.dumps(out))
     return 0

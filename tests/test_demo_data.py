@@ -40,7 +40,7 @@ STORY = set(INTENDED_FIRING) | INTENDED_HEALTHY
 
 
 def evaluate_all(conn, t=T):
-    return {check.id: evaluate(check, measure(conn, check, t)) for check in catalog().checks
+    return {check.id: evaluate(check, measure(check, t, conn).rows()) for check in catalog().checks
             if check.source == "loyalty_db"}
 
 
@@ -121,7 +121,7 @@ def test_p2_incident_values(incident_results):
 def test_other_stores_stay_well_below_the_rate_limit(conn):
     generate(conn, T)
     check = catalog().check("rate_limit_spikes")
-    measured = measure(conn, check, T)["entities"]
+    measured = measure(check, T, conn).rows()["entities"]
     others = [e["value"] for e in measured if e["id"] not in ("3", "6")]
     assert others and max(others) <= 60
 

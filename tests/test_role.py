@@ -10,11 +10,10 @@ import psycopg
 import pytest
 
 from loyalty_checks.catalog import INCLUDE_DIR, catalog
-from loyalty_checks.evaluate import evaluate
 from loyalty_checks.measure import fetch, measure
-from loyalty_checks.pipeline import record
+from loyalty_checks.pipeline import run
 from loyalty_checks.store import ensure_schema
-from loyalty_checks.store.alerts import RunRef
+from loyalty_checks.store.alerts import AlertStore, RunRef
 from tests.sql.rows import T
 
 ROLE_SQL = INCLUDE_DIR / "sql" / "schema" / "monitoring_role.sql"
@@ -39,8 +38,9 @@ def as_role(pg, loyalty_db, role):
 def test_every_check_and_the_alert_state_work_with_the_role(as_role):
     ensure_schema(as_role)
     for check in catalog().checks:
-        result = evaluate(check, measure(as_role, check, T))
-        record(as_role, check, RunRef("d", "r", T), result)
+        measurement = measure(check, T, as_role)
+        assert measurement.error is None, measurement.error
+        run(check, measurement, AlertStore(as_role, RunRef("d", "r", T)))
     count = as_role.execute("SELECT count(*) FROM loyalty_monitoring.evaluations").fetchone()[0]
     assert count == len(catalog().checks)
 

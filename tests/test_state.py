@@ -1,4 +1,4 @@
-"""Recording outcomes in the store on a real PostgreSQL (pipeline.record: the lifecycle
+"""Recording outcomes in the store on a real PostgreSQL (pipeline.settle: the lifecycle
 decides, store/alerts.py stores): transitions, reruns, backfills, errors, claims."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 
 from loyalty_checks.catalog import catalog
 from loyalty_checks.evaluate import Evaluation, MeasurementError
-from loyalty_checks.pipeline import record
+from loyalty_checks.pipeline import settle
 from loyalty_checks.store import ensure_schema
-from loyalty_checks.store.alerts import RunRef, claim_notification, load_evaluation, mark_sent
+from loyalty_checks.store.alerts import AlertStore, RunRef, claim_notification, load_evaluation, mark_sent
 from tests.sql.rows import MIN, T
 
 CHECK = catalog().check("rate_limit_spikes")
@@ -22,6 +22,11 @@ def mon(pg, loyalty_db):
     with pg.connect(loyalty_db, autocommit=True) as conn:
         ensure_schema(conn)
         yield conn
+
+
+def record(conn, check, run, outcome, blind=None):
+    decision = settle(check, outcome, run.t, AlertStore(conn, run), blind)
+    return [n.to_dict() for n in decision.notifications]
 
 
 def record_evaluation(conn, check, run, evaluation):

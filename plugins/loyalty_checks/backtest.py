@@ -8,8 +8,8 @@
 Every scheduled T of the check's DAG in (start, end] (its cron: P0 every 5 minutes, P1
 hourly, P2 weekly), in order: the check's own SQL file as of T on loyalty_db (or on the
 check's `source`; `--dsn` for any server), in read-only transactions with the statement
-timeout, one prepared statement reused across T; each outcome through the DAGs'
-lifecycle (`pipeline.Replay`) from a clean state and without silences. Nothing is sent,
+timeout, one prepared statement reused across T (measure.measure_many); each through the
+DAGs' runner (`pipeline.run`, a `MemoryStore`) from a clean state and without silences. Nothing is sent,
 nothing is written. The figures come from quality.Tally, the same code that reports what
 the alerts really did (spec/backtest.md). Bad input exits 2 naming it; a failing
 evaluation is an `error` event, counted in `errors`.
@@ -30,17 +30,17 @@ import sys
 import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import yaml
 
 from loyalty_checks import quality
 from loyalty_checks.catalog import Catalog, CatalogError, Check, catalog, load_catalog, with_overrides
+from loyalty_checks.measure import measure_many
 from loyalty_checks.quality import UsageError, parse_time
 from loyalty_checks.units import cron_interval, cron_times, duration, duration_text
 
 UTC = dt.timezone.utc
-BATCH = 500                 # evaluations per read-only transaction
 SERIES_ENTITIES = 5         # entities drawn in the plot: the worst few
 SERIES_TRACKED = 200        # entities whose values are kept while running (pruned to the worst)
 MAX_CANDIDATES = 200
@@ -185,48 +185,6 @@ def _sql_signature(check: Check) -> tuple:
 
 # ---------------------------------------------------------------- measuring
 
-def measurements(conn, check: Check, times: Iterable[dt.datetime], batch: int = BATCH
-                 ) -> Iterator[tuple[dt.datetime, dict[str, Any] | Any]]:
-    """(T, measurement or MeasurementError) for every T, in order, read only.
-
-    One prepared statement for all T; one read-only transaction (statement timeout,
-    UTC) per `batch` evaluations. A failing T rolls its transaction back and becomes a
-    MeasurementError; the next T starts a new transaction.
-    """
-    import psycopg
-
-    from loyalty_checks.evaluate import MeasurementError
-    from loyalty_checks.measure import open_read_only, shape_rows, sql_parameters
-
-    sql = check.sql_path.read_text(encoding="utf-8")
-    pending = iter(times)
-    current = next(pending, None)
-    while current is not None:
-        if conn.info.transaction_status != 0:  # IDLE: SET TRANSACTION must open the transaction
-            conn.rollback()
-        try:
-            with conn.transaction(force_rollback=True):
-                open_read_only(conn, check.statement_timeout, f"loyalty_checks:backtest:{check.id}")
-                with conn.cursor() as cur:
-                    for _ in range(batch):
-                        cur.execute(sql, sql_parameters(check, current), prepare=True)
-                        try:
-                            if cur.description is None:
-                                raise RuntimeError("the SQL returned no result set (it must be a SELECT)")
-                            columns = [d[0] for d in cur.description]
-                            outcome = shape_rows(check, columns, cur.fetchall())
-                        except Exception as exc:  # noqa: BLE001 - the check's result broke its contract
-                            outcome = MeasurementError(check.id, f"{type(exc).__name__}: {exc}"[:2000])
-                        yield current, outcome
-                        current = next(pending, None)
-                        if current is None:
-                            break
-        except psycopg.Error as exc:
-            failed = current
-            current = next(pending, None)
-            yield failed, MeasurementError(check.id, f"{type(exc).__name__}: {exc}"[:2000])
-
-
 # ---------------------------------------------------------------- replaying
 
 class _Series:
@@ -277,18 +235,19 @@ class Variant:
     """One set of settings replayed through the lifecycle, tallied as the spec says."""
 
     def __init__(self, check: Check, interval: dt.timedelta, series: bool = False):
-        from loyalty_checks.pipeline import Replay
+        from loyalty_checks.pipeline import MemoryStore
 
         self.check = check
-        self.replay = Replay(check)
+        self.store = MemoryStore()
         self.tally = quality.Tally(interval)
         self.series = _Series(check) if series else None
 
-    def step(self, t: dt.datetime, measured) -> None:
-        from loyalty_checks.evaluate import MeasurementError, evaluate
+    def step(self, measurement) -> None:
+        from loyalty_checks.evaluate import MeasurementError
+        from loyalty_checks.pipeline import run
 
-        outcome = measured if isinstance(measured, MeasurementError) else evaluate(self.check, measured)
-        decision = self.replay.step(outcome, t)
+        decision = run(self.check, measurement, self.store)
+        outcome, t = decision.outcome, measurement.t
         notes = [{"event": str(n.event), "channels": list(n.channels),
                   "entities": quality.notification_entities(n.to_dict())} for n in decision.notifications]
         self.tally.add(t, str(decision.state.status), isinstance(outcome, MeasurementError), notes)
@@ -309,9 +268,9 @@ def replay_all(conn, variants: list[Variant], times: Callable[[], Iterable[dt.da
         groups.setdefault(_sql_signature(v.check), []).append(v)
     total, done = expected * len(groups), 0
     for members in groups.values():
-        for t, measured in measurements(conn, members[0].check, times()):
+        for measurement in measure_many(members[0].check, times(), conn):
             for v in members:
-                v.step(t, measured)
+                v.step(measurement)
             done += 1
             if progress is not None:
                 progress(done, max(total, done))

@@ -181,12 +181,42 @@ class Notification:
         return {"event": str(self.event), "channels": list(self.channels), "new": self.new, "firing": self.firing,
                 "recovered": self.recovered, "firing_since": self.firing_since}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Notification:
+        return cls(Event(data["event"]), list(data["channels"]), list(data.get("new") or []),
+                   list(data.get("firing") or []), list(data.get("recovered") or []), data.get("firing_since"))
+
 
 @dataclass
 class Decision:
     state: CheckState
     notifications: list[Notification]
     applied: bool = True   # False: an outcome older than the latest applied one moved nothing
+    # What it was decided from (set by decide): stored beside it by the store.
+    outcome: Evaluation | MeasurementError | None = None
+    silences: Sequence[Silence] = ()
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the store knows of a check when it decides at T: its state, the silences active
+    at T, and what this T was decided before ((status, notifications), or None)."""
+    state: CheckState
+    silences: Sequence[Silence] = ()
+    earlier: tuple[str, list[dict[str, Any]]] | None = None
+
+
+def decided_again(earlier: tuple[str, list[dict[str, Any]]] | None,
+                  outcome: Evaluation | MeasurementError) -> list[dict[str, Any]] | None:
+    """A T decided before gets the same decision back (a re-run sends nothing new); only an
+    evaluation may replace an earlier error of the same T (a retry that worked): None means
+    decide anew."""
+    if earlier is None:
+        return None
+    status, notes = earlier
+    if isinstance(outcome, MeasurementError):
+        return notes if status == ERROR else []
+    return notes if status != ERROR else None
 
 
 # ---------------------------------------------------------------- routing

@@ -10,10 +10,34 @@ other column is kept as a detail.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from loyalty_checks.catalog import Check, DigestMetric
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The measure stage's output: what the check's SQL said at T, before any threshold
+    (`value`, `details`, `entities`: see shape_rows), or why it could not say (`error`)."""
+    check_id: str
+    t: dt.datetime
+    value: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    entities: list[dict[str, Any]] | None = None
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, check_id: str, t: dt.datetime, exc: BaseException | str) -> Measurement:
+        text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        return cls(check_id, t, error=text[:2000])
+
+    def rows(self) -> dict[str, Any]:
+        """{'value', 'details', 'entities'}: what evaluate.py compares with the threshold."""
+        if self.error is not None:
+            raise CheckSqlError(f"{self.check_id} at {self.t.isoformat()}: {self.error}")
+        return {"value": self.value, "details": self.details, "entities": self.entities}
 
 
 class CheckSqlError(RuntimeError):
@@ -111,16 +135,50 @@ def shape_rows(check: Check, columns: list[str], rows: list[tuple]) -> dict[str,
     return {"value": None, "details": {}, "entities": entities}
 
 
-def measure(conn, check: Check, t: dt.datetime, app_prefix: str = "loyalty_checks") -> dict[str, Any]:
-    """Run `check` as of `t` on `conn` (psycopg) and return its measurement."""
-    return measure_sql(conn, check, check.sql_path.read_text(encoding="utf-8"), t, app_prefix)
+def measure(check: Check, t: dt.datetime, conn, sql: str | None = None,
+            app_prefix: str = "loyalty_checks") -> Measurement:
+    """The check's SQL (its file, or `sql` as Airflow rendered it) as of T, read only; a
+    failure is a Measurement too (its `error`)."""
+    try:
+        text = sql if sql is not None else check.sql_path.read_text(encoding="utf-8")
+        columns, rows = fetch(conn, text, sql_parameters(check, t), check.statement_timeout,
+                              f"{app_prefix}:{check.id}")
+        return Measurement(check.id, t, **shape_rows(check, columns, rows))
+    except Exception as exc:  # noqa: BLE001 - every failure of a check is reported, not raised
+        return Measurement.failed(check.id, t, exc)
 
 
-def measure_sql(conn, check: Check, sql: str, t: dt.datetime, app_prefix: str = "loyalty_checks") -> dict[str, Any]:
-    """Same as `measure`, with SQL already rendered by Airflow."""
-    columns, rows = fetch(conn, sql, sql_parameters(check, t), check.statement_timeout,
-                          f"{app_prefix}:{check.id}")
-    return shape_rows(check, columns, rows)
+def measure_many(check: Check, times: Iterable[dt.datetime], conn, batch: int = 500) -> Iterator[Measurement]:
+    """`measure` for every T, in order (backtests): one prepared statement for all T, one
+    read-only transaction per `batch` evaluations. A failing T rolls its transaction back
+    and is a failed Measurement; the next T starts a new transaction."""
+    import psycopg
+
+    sql = check.sql_path.read_text(encoding="utf-8")
+    pending = iter(times)
+    current = next(pending, None)
+    while current is not None:
+        if conn.info.transaction_status != 0:  # IDLE: SET TRANSACTION must open the transaction
+            conn.rollback()
+        try:
+            with conn.transaction(force_rollback=True):
+                open_read_only(conn, check.statement_timeout, f"loyalty_checks:backtest:{check.id}")
+                with conn.cursor() as cur:
+                    for _ in range(batch):
+                        cur.execute(sql, sql_parameters(check, current), prepare=True)
+                        try:
+                            if cur.description is None:
+                                raise CheckSqlError("the SQL returned no result set (it must be a SELECT)")
+                            columns = [d[0] for d in cur.description]
+                            yield Measurement(check.id, current, **shape_rows(check, columns, cur.fetchall()))
+                        except Exception as exc:  # noqa: BLE001 - the check's result broke its contract
+                            yield Measurement.failed(check.id, current, exc)
+                        current = next(pending, None)
+                        if current is None:
+                            break
+        except psycopg.Error as exc:
+            failed, current = current, next(pending, None)
+            yield Measurement.failed(check.id, failed, exc)
 
 
 def digest_metric(conn, metric: DigestMetric, t: dt.datetime, timeout: dt.timedelta) -> list[dict[str, Any]]:

@@ -1,85 +1,103 @@
-"""A check's run as one pipeline, one signature per stage (as Alertmanager's notify pipeline):
+"""A check's run: four stages, one signature each, and the one runner that chains them.
 
-    measure(conn, check, t)             -> Evaluation | MeasurementError   (measure.py, evaluate.py)
-    decide(check, state, outcome, ...)  -> Decision                        (lifecycle.py: the only one that decides)
-    record(conn, check, run, outcome)   -> notifications to send           (store/alerts.py stores it)
-    deliver(conn, notice, channel, run) -> sent now or before              (deliver.py senders, state.once)
+    measure(check, T, conn)                       -> Measurement   (measure.py: the SQL, read only)
+    decide(check, measurement, state, silences)   -> Decision      (evaluate.py's threshold, then
+                                                                    lifecycle.py: the only one that decides)
+    record(store, check, decision)                -> the store remembers it (store/alerts.py, or memory)
+    deliver(conn, notice, channel, run_id)        -> sent at most once (channels/, store/alerts.once)
 
-The DAG tasks (tasks.py) are thin adapters over these stages; check tests (testing.py)
-and backtests run `measure` and `decide` through `Replay`, in memory, with nothing sent.
+`run` is measure's output through decide and record under the store's lock. The DAG tasks
+(tasks.py) run it with the alert state in loyalty_monitoring (`AlertStore`); check tests
+(testing.py) and backtests (backtest.py) with `MemoryStore`, the state carried in memory
+from step to step and nothing sent.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Protocol, Sequence
 
 from loyalty_checks import lifecycle
 from loyalty_checks.catalog import Check
-from loyalty_checks.evaluate import ERROR, Evaluation, MeasurementError, evaluate
-from loyalty_checks.lifecycle import CheckState, Decision, SentWhileBlind, Silence
-from loyalty_checks.store import alerts as state
+from loyalty_checks.evaluate import Evaluation, MeasurementError, evaluate
+from loyalty_checks.lifecycle import CheckState, Decision, Known, Notification, SentWhileBlind, Silence
+from loyalty_checks.measure import Measurement, measure  # noqa: F401 - the first stage, re-exported
 
 
-def measure(conn, check: Check, t: dt.datetime, sql: str | None = None) -> Evaluation | MeasurementError:
-    """The check's SQL as of T (read only) and its threshold; a failure is an outcome too."""
-    from loyalty_checks.measure import measure_sql
-
+def outcome_of(check: Check, measurement: Measurement) -> Evaluation | MeasurementError:
+    """The threshold on a measurement (or its error)."""
+    if measurement.error is not None:
+        return MeasurementError(check.id, measurement.error)
     try:
-        text = sql if sql is not None else check.sql_path.read_text(encoding="utf-8")
-        return evaluate(check, measure_sql(conn, check, text, t))
-    except Exception as exc:  # noqa: BLE001 - every failure of a check is reported, not raised
+        return evaluate(check, measurement.rows())
+    except Exception as exc:  # noqa: BLE001 - a value the threshold cannot compare is the check's failure
         return MeasurementError(check.id, f"{type(exc).__name__}: {exc}"[:2000])
 
 
-def record(conn, check: Check, run: state.RunRef, outcome: Evaluation | MeasurementError,
-           blind: SentWhileBlind | None = None) -> list[dict[str, Any]]:
-    """Decide under the check's state lock and store it; returns the notifications to send.
+def decide(check: Check, measurement: Measurement, state: CheckState, silences: Sequence[Silence] = (),
+           blind: SentWhileBlind | None = None) -> Decision:
+    """The threshold, then the lifecycle: the check's next state and what to tell people."""
+    return _decide(check, outcome_of(check, measurement), measurement.t, state, silences, blind)
 
-    The same T decided before gets the same decision back (a re-run sends nothing new);
-    only an evaluation may replace an earlier error of the same T (a retry that worked).
-    """
-    with state.locked_state(conn, check.id) as current:
-        before = state.decided_before(conn, check.id, run.t)
-        if before is not None:
-            status, notes = before
-            if isinstance(outcome, MeasurementError):
-                return notes if status == ERROR else []
-            if status != ERROR:
-                return notes
-        silences = state.active_silences(conn, check.id, run.t)
-        decision = lifecycle.decide(check, current, outcome, silences, run.t, blind)
-        state.store(conn, check, run, outcome, decision, silences)
-    return [n.to_dict() for n in decision.notifications]
+
+def _decide(check: Check, outcome: Evaluation | MeasurementError, t: dt.datetime, state: CheckState,
+            silences: Sequence[Silence], blind: SentWhileBlind | None) -> Decision:
+    decision = lifecycle.decide(check, state, outcome, silences, t, blind)
+    decision.outcome, decision.silences = outcome, tuple(silences)
+    return decision
+
+
+class Store(Protocol):
+    """Where a check's state lives between runs (store/alerts.AlertStore, MemoryStore)."""
+
+    def deciding(self, check: Check, t: dt.datetime): ...   # context manager -> Known, lock held
+    def record(self, check: Check, decision: Decision) -> None: ...
+
+
+def record(store: Store, check: Check, decision: Decision) -> None:
+    store.record(check, decision)
+
+
+def run(check: Check, measurement: Measurement, store: Store, blind: SentWhileBlind | None = None) -> Decision:
+    """decide and record under the store's lock: two workers cannot both decide, and a T
+    decided before gets that decision back (lifecycle.decided_again) instead of a new one."""
+    return settle(check, outcome_of(check, measurement), measurement.t, store, blind)
+
+
+def settle(check: Check, outcome: Evaluation | MeasurementError, t: dt.datetime, store: Store,
+           blind: SentWhileBlind | None = None) -> Decision:
+    """`run` from the threshold's outcome (tests of the store feed outcomes directly)."""
+    with store.deciding(check, t) as known:
+        again = lifecycle.decided_again(known.earlier, outcome)
+        if again is not None:
+            return Decision(known.state, [Notification.from_dict(n) for n in again], applied=False,
+                            outcome=outcome)
+        decision = _decide(check, outcome, t, known.state, known.silences, blind)
+        record(store, check, decision)
+    return decision
 
 
 def deliver(conn, notice, channel: str, run_id: str) -> bool:
     """Send one notice on one channel at most once; True if it was sent now."""
     from loyalty_checks import channels
+    from loyalty_checks.store import alerts
 
-    key = state.NotificationKey(notice.check.id, notice.t, str(notice.event), channel)
-    return state.once(conn, key, run_id, lambda: channels.get(channel).send(notice))
+    key = alerts.NotificationKey(notice.check.id, notice.t, str(notice.event), channel)
+    return alerts.once(conn, key, run_id, lambda: channels.get(channel).send(notice))
 
 
-class Replay:
-    """The lifecycle in memory from a clean state: what the DAGs would decide, T after T.
+class MemoryStore:
+    """One check's state in memory, from a clean state, without silences: check tests and
+    backtests feed it T after T; nothing is stored or sent."""
 
-    Check tests and backtests feed it outcomes in order of T; nothing is stored or sent.
-    """
-
-    def __init__(self, check: Check):
-        self.check = check
+    def __init__(self, silences: Sequence[Silence] = ()):
         self.state = CheckState()
+        self.silences = tuple(silences)
 
-    def step(self, outcome: Evaluation | MeasurementError, t: dt.datetime,
-             silences: Sequence[Silence] = ()) -> Decision:
-        decision = lifecycle.decide(self.check, self.state, outcome, silences, t)
+    @contextmanager
+    def deciding(self, check: Check, t: dt.datetime) -> Iterator[Known]:
+        yield Known(self.state, self.silences)
+
+    def record(self, check: Check, decision: Decision) -> None:
         self.state = decision.state
-        return decision
-
-    def status(self, outcome: Evaluation | MeasurementError) -> str:
-        """The status a check test expects after a step: no_data / error for such an
-        outcome, else the check's alert status (ok, pending, firing)."""
-        if outcome.status in (ERROR, "no_data"):
-            return outcome.status
-        return str(self.state.status)

@@ -76,6 +76,10 @@ def readable_sql(sql: str) -> str:
     return "".join(lines)
 
 
+class CheckFailed(RuntimeError):
+    """The check's SQL could not be run, or broke its contract (the error of this try)."""
+
+
 class StateUnavailable(RuntimeError):
     """The check was measured, but its alert state could not be reached and nothing had
     to be sent without it (fail open does not apply): the run turns red, nobody is paged."""
@@ -121,9 +125,10 @@ class CheckMetricOperator(BaseOperator):
         if idle:
             raise DownstreamTasksSkipped(tasks=idle)
 
-    def measure(self, check: Check, context) -> dict[str, Any]:
-        """The check's SQL as of T: the measurement (value, details, entities)."""
-        from loyalty_checks.measure import measure_sql
+    def measure(self, check: Check, context):
+        """The measure stage as of T on the check's source; a failure fails this try (Airflow
+        retries it; after the last, report_error reports it)."""
+        from loyalty_checks.pipeline import Measurement, measure
 
         t = run_time(context)
         try:
@@ -131,13 +136,15 @@ class CheckMetricOperator(BaseOperator):
             source = (connections.monitoring_db(timeouts_for(check)) if check.source == connections.MONITORING_DB
                       else connections.postgres(self.conn_id, check=check))
             with source as conn:
-                measurement = measure_sql(conn, check, self.sql, t)
-        except Exception as exc:
+                measurement = measure(check, t, conn, self.sql)
+        except Exception as exc:  # the connection could not be opened (or closed)
+            measurement = Measurement.failed(check.id, t, exc)
+        if measurement.error is not None:
             # Kept for report_error: the last try's error is what the report shows.
-            context["ti"].xcom_push(key="error", value=f"{type(exc).__name__}: {exc}"[:2000])
-            raise
-        n = len(measurement["entities"]) if measurement["entities"] is not None else None
-        log.info("%s as of %s: value=%s entities=%s", check.id, t.isoformat(), measurement["value"], n)
+            context["ti"].xcom_push(key="error", value=measurement.error)
+            raise CheckFailed(measurement.error)
+        n = len(measurement.entities) if measurement.entities is not None else None
+        log.info("%s as of %s: value=%s entities=%s", check.id, t.isoformat(), measurement.value, n)
         return measurement
 
 
@@ -173,25 +180,25 @@ def _remember_blind(check: Check, context, marker: dict[str, str | None], what: 
                  dag_id=ti.dag_id, task_id=f"{check.id}.measure", run_id=ti.run_id, map_index=-1)
 
 
-def decide(check: Check, measurement: dict[str, Any], context) -> list[str]:
-    """The threshold branch: evaluate, record (the lifecycle decides), return the channels
+def decide(check: Check, measurement, context) -> list[str]:
+    """The threshold branch: pipeline.run (threshold, lifecycle, record), then the channels
     that have something to send.
 
     Fails open: when the alert state cannot be reached, the lifecycle's `fail_open`
     says what still goes out (a firing check that pages still pages, once while blind);
     when nothing has to, it raises StateUnavailable.
     """
-    from loyalty_checks import lifecycle
-    from loyalty_checks.evaluate import evaluate
-    from loyalty_checks.pipeline import record
+    from loyalty_checks import lifecycle, pipeline
+    from loyalty_checks.store.alerts import AlertStore
 
-    evaluation = evaluate(check, measurement)
+    evaluation = pipeline.outcome_of(check, measurement)
     run = run_ref(context)
     marker = _blind_marker(check, context)
     blind = _sent_while_blind(marker)
     try:
         with connections.monitoring_db(check=check) as conn:
-            notes = record(conn, check, run, evaluation, blind)
+            decision = pipeline.run(check, measurement, AlertStore(conn, run), blind)
+        notes = [n.to_dict() for n in decision.notifications]
     except Exception as exc:
         notes = lifecycle.fail_open(check, evaluation, blind, run.t)
         if notes is None:
@@ -244,10 +251,8 @@ def report_error(check: Check, context) -> list[str]:
     not stop the next. Fails open like `decide` when the state cannot be reached."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from loyalty_checks import channels, lifecycle
-    from loyalty_checks.evaluate import MeasurementError
-    from loyalty_checks.pipeline import deliver as deliver_once
-    from loyalty_checks.pipeline import record
+    from loyalty_checks import channels, lifecycle, pipeline
+    from loyalty_checks.store.alerts import AlertStore
 
     ref = run_ref(context)
     pulled = context["ti"].xcom_pull(task_ids=f"{check.id}.measure", key="error")
@@ -256,13 +261,15 @@ def report_error(check: Check, context) -> list[str]:
         raise AirflowSkipException(f"{check.id} was measured; only its alert state was unavailable (measure's log)")
     error = str(pulled or f"{check.id}.measure failed; see its task log")
     log.error("%s could not be evaluated at %s: %s", check.id, ref.t.isoformat(), error)
-    outcome = MeasurementError(check.id, error)
+    measurement = pipeline.Measurement.failed(check.id, ref.t, error)
+    outcome = pipeline.outcome_of(check, measurement)
     marker = _blind_marker(check, context)
     blind = _sent_while_blind(marker)
     with ExitStack() as stack:
         try:
             conn = stack.enter_context(connections.monitoring_db(check=check))
-            notes = record(conn, check, ref, outcome, blind)
+            decision = pipeline.run(check, measurement, AlertStore(conn, ref), blind)
+            notes = [n.to_dict() for n in decision.notifications]
         except Exception:  # noqa: BLE001
             log.exception("Alert state unavailable: reporting the error without it")
             conn = None
@@ -278,7 +285,7 @@ def report_error(check: Check, context) -> list[str]:
                     if conn is None:
                         channels.get(channel).send(notice)
                     else:
-                        deliver_once(conn, notice, channel, ref.run_id)
+                        pipeline.deliver(conn, notice, channel, ref.run_id)
                 except Exception as exc:  # noqa: BLE001
                     log.exception("Could not report %s on %s", check.id, channel)
                     failures.append(exc)

@@ -6,9 +6,10 @@ Each file runs on a fresh database made from include/sql/schema/loyalty.sql and
 monitoring.sql (for checks that read loyalty_monitoring): on an embedded PostgreSQL
 started once per process, or as temporary databases on the server of --dsn /
 LOYALTY_PG_URI, dropped after. Then the real code path, step after step: the `given`
-rows (testing_rows.py), `pipeline.measure` (the check's SQL file, read only, bound T,
-and its threshold), `pipeline.Replay` (the DAGs' lifecycle, its state carried from step
-to step), and the `expect` fields given are compared. Nothing is sent.
+rows (testing_rows.py), then the DAGs' runner: `pipeline.measure` (the check's SQL file,
+read only, bound T) and `pipeline.run` (threshold and lifecycle, the state carried from
+step to step in a `MemoryStore`), and the `expect` fields given are compared. Nothing is
+sent.
 
 Output: one line per file (`ok` / `FAILED`), then for a failure the file, the step (its
 index and `at`), the field, what was expected and what came out. Exit status: 0 all
@@ -234,6 +235,14 @@ def _matches(expected: ExpectedNotification, n: Notification) -> bool:
                for name in ("new", "recovered", "firing"))
 
 
+def status_after(decision: Decision) -> str:
+    """The status a check test expects after a step: no_data / error for such an outcome,
+    else the check's alert status (ok, pending, firing)."""
+    if decision.outcome.status in ("error", "no_data"):
+        return decision.outcome.status
+    return str(decision.state.status)
+
+
 def compare(step: Step, outcome: Evaluation | MeasurementError, decision: Decision, status: str) -> list[str]:
     """One line per expected field that differs: the step, the field, expected, actual."""
     expect, wrong = step.expect, []
@@ -350,12 +359,11 @@ def run_file(path: Path, server: Server, cat: Catalog, known: dict[str, Table]) 
     try:
         with server.connect(name) as conn:
             insert(conn, plan.given, f"{path}: before the steps")
-            replay = pipeline.Replay(plan.check)
+            store = pipeline.MemoryStore()
             for step in plan.steps:
                 insert(conn, step.rows, f"{path}: {step.label}")
-                outcome = pipeline.measure(conn, plan.check, step.t)
-                decision = replay.step(outcome, step.t)
-                wrong += compare(step, outcome, decision, replay.status(outcome))
+                decision = pipeline.run(plan.check, pipeline.measure(plan.check, step.t, conn), store)
+                wrong += compare(step, decision.outcome, decision, status_after(decision))
     except FileError as exc:
         return Result(path, MALFORMED, [str(exc)])
     finally:

@@ -29,7 +29,7 @@ FIRING, OK, NO_DATA = "firing", "ok", "no_data"
 
 def run(db, check_id: str, t: dt.datetime = T):
     check = catalog().check(check_id)
-    return evaluate(check, measure(db, check, t))
+    return evaluate(check, measure(check, t, db).rows())
 
 
 def metric(db, metric_id: str, t: dt.datetime = T) -> list[tuple[str, float | None]]:
@@ -591,7 +591,7 @@ def test_no_result_carries_personal_data(db, points_program):
     secret = "secret.person@example.com"
     card(db, 1, 1, 1, T - 1 * D, customer_email=secret)
     emails(db, 5, "failed", T - 1 * H, recipient=secret)
-    results = [measure(db, c, T) for c in catalog().checks if c.source == "loyalty_db"]
+    results = [measure(c, T, db).rows() for c in catalog().checks if c.source == "loyalty_db"]
     results += [metric(db, m.id) for m in catalog().digest_metrics]
     assert "secret" not in json.dumps(results, default=str)
 

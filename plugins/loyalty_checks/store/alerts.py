@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 from loyalty_checks.catalog import Check
 from loyalty_checks.evaluate import Evaluation, MeasurementError
-from loyalty_checks.lifecycle import CheckState, Decision, Silence
+from loyalty_checks.lifecycle import CheckState, Decision, Known, Silence
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,23 @@ def store(conn, check: Check, run: RunRef, outcome: Evaluation | MeasurementErro
             "notifications": json.dumps([n.to_dict() for n in decision.notifications]),
         },
     )
+
+
+class AlertStore:
+    """The DAGs' store for pipeline.run: one run's view of loyalty_monitoring on `conn`."""
+
+    def __init__(self, conn, run: RunRef):
+        self.conn, self.run = conn, run
+
+    @contextmanager
+    def deciding(self, check: Check, t: dt.datetime) -> Iterator[Known]:
+        """The check's state under its row lock (held until the transaction ends), the
+        silences active at T and what T was decided before."""
+        with locked_state(self.conn, check.id) as state:
+            yield Known(state, active_silences(self.conn, check.id, t), decided_before(self.conn, check.id, t))
+
+    def record(self, check: Check, decision: Decision) -> None:
+        store(self.conn, check, self.run, decision.outcome, decision, list(decision.silences))
 
 
 def load_evaluation(conn, check_id: str, t: dt.datetime) -> dict[str, Any] | None:
