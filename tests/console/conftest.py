@@ -5,7 +5,10 @@ data where two stores of rate_limit_spikes fire (seed.py), then starts the api-s
 with this repository's DAGs and plugins folders under an `[api] base_url` with a
 sub-path (/airflow), on a copy of the session's SQLite metadata (with those DAG runs),
 with the users admin (role admin) and viewer (role viewer) whose passwords are
-pre-seeded. Teardown ends the api-server's whole process group (SIGTERM, then SIGKILL).
+pre-seeded. The api-server's `loyalty_db` goes through a TCP proxy that counts its
+connections (`loyalty_db_proxy.accepted`): the api-server never opens one (backtests run
+on a worker), its alert state is `loyalty_monitoring_db`. Teardown ends the api-server's
+whole process group (SIGTERM, then SIGKILL).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pytest
 
 from tests.conftest import TEMPLATE_DB, connection_env
 from tests.e2e.conftest import airflow_process_env, free_port, tail
+from tests.proxy import TcpProxy, pg_conn_via, pg_upstream
 
 PASSWORDS = {"admin": "admin-pw-" + secrets.token_hex(4), "viewer": "viewer-pw-" + secrets.token_hex(4)}
 BASE_PATH = "/airflow"  # the console must work under a base_url with a sub-path
@@ -49,6 +53,7 @@ class Console:
     sink: object = None
     conns: dict[str, str] = field(default_factory=dict)  # AIRFLOW_CONN_* of its databases and sink
     tokens: dict[str, str] = field(default_factory=dict)
+    loyalty_db_proxy: TcpProxy | None = None  # the api-server's loyalty_db: counts connections
 
     def token(self, user: str) -> str:
         """A JWT for `user` from POST {base}/auth/token, cached."""
@@ -133,6 +138,7 @@ def console(pg, dagbag, tmp_path_factory):
     sink = CaptureServer().start()
     conns = connection_env(pg, db_name, sink.url)
     proc = None
+    loyalty_db_proxy = TcpProxy(pg_upstream(pg)).start()
     try:
         with pytest.MonkeyPatch.context() as mp:  # the DAG runs in this process use the same connections
             for k, v in conns.items():
@@ -143,7 +149,8 @@ def console(pg, dagbag, tmp_path_factory):
         metadata = home / "airflow.db"
         _copy_sqlite(Path(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")), metadata)
         port = free_port()
-        env = _server_env(home, port, metadata, conns)
+        env = _server_env(home, port, metadata,
+                          {**conns, "AIRFLOW_CONN_LOYALTY_DB": pg_conn_via(loyalty_db_proxy, pg, db_name)})
         log = root / "api-server.log"
         with log.open("ab") as out:  # the DAGs as the dag-processor would store them
             subprocess.run([sys.executable, "-m", "airflow", "dags", "reserialize"], env=env, stdout=out,
@@ -152,13 +159,14 @@ def console(pg, dagbag, tmp_path_factory):
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
                                     start_new_session=True)
         server = Console(url=f"http://127.0.0.1:{port}{BASE_PATH}", proc=proc, log=log, home=home,
-                         db_name=db_name, seed=seeded, sink=sink, conns=conns)
+                         db_name=db_name, seed=seeded, sink=sink, conns=conns, loyalty_db_proxy=loyalty_db_proxy)
         _wait_healthy(server)
         yield server
     finally:
         if proc is not None:
             _stop(proc)
         sink.stop()
+        loyalty_db_proxy.stop()
         pg.drop_database(db_name)
 
 

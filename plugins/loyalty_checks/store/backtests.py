@@ -1,8 +1,9 @@
 """The stored backtests (`loyalty_monitoring.backtests`): what the `loyalty_backtest` DAG
-and the console's backtest form store, and what the console lists and shows.
+stores (whoever triggered it: the Airflow UI, the REST API or the console's backtest
+form), and what the console lists and shows.
 
-One row per backtest: the request (spec/backtest.md's parameters), the result JSON
-(without the per-T series) and the PNG plot.
+One row per backtest: the request (spec/backtest.md's parameters and the DAG run's
+`run_id`), the result JSON (without the per-T series) and the PNG plot.
 """
 
 from __future__ import annotations
@@ -38,4 +39,12 @@ def get(conn, backtest_id: int) -> dict[str, Any] | None:
     """One stored backtest with its result and plot, or None."""
     found = rows(conn, "SELECT id, check_id, created_at, requested_by, request, result, plot"
                        " FROM loyalty_monitoring.backtests WHERE id = %(id)s", {"id": backtest_id})
+    return found[0] if found else None
+
+
+def of_run(conn, run_id: str) -> dict[str, Any] | None:
+    """The backtest a `loyalty_backtest` DAG run stored (its request's `run_id`), or None yet."""
+    found = rows(conn, "SELECT id, check_id, created_at, requested_by, request, result, plot"
+                       " FROM loyalty_monitoring.backtests WHERE request->>'run_id' = %(run_id)s"
+                       " ORDER BY id DESC LIMIT 1", {"run_id": run_id})
     return found[0] if found else None
