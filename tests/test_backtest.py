@@ -260,6 +260,7 @@ def test_backtest_dag_stores_json_and_png(db, dagbag, airflow_conns, pg, loyalty
     check_id, who, request, result, plot = row
     assert (check_id, who) == ("rate_limit_spikes", "alice")
     assert request["overrides"] == {"threshold": "125", "for_runs": "1"}
+    assert request["run_id"] == dr.run_id  # how the console finds the result of the run it triggered
     assert result["summary"]["notifications"] == 6 and result["baseline"]["summary"]["notifications"] == 9
     assert bytes(plot[:8]) == b"\x89PNG\r\n\x1a\n"
 
