@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -24,10 +25,63 @@ from typing import Any, Iterator
 from loyalty_checks.catalog import catalog, parse_duration
 
 COLUMNS = ("id", "check_id", "entity_id", "starts_at", "ends_at", "author", "reason")
+MAX_ENTITY_ID = 200
+MAX_REASON = 1000
+# The times a silence may name: a window of a year added to either end stays a datetime.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+LATEST = dt.datetime(9998, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 class SilenceError(ValueError):
-    """A silence request names an unknown check, a bad duration or misses a field."""
+    """A silence request names an unknown check, a bad duration or misses a field
+    (`field`, when one is to blame; the message then starts with it)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field, self.message = field, message
+
+
+def _control(text: str, pattern: re.Pattern) -> str | None:
+    m = pattern.search(text)
+    return None if m is None else f"must not contain control characters (found U+{ord(m.group()):04X} at {m.start()})"
+
+
+def check_entity_id(entity_id: str | None) -> str | None:
+    """An entity id as the notifications carry it: text, at most 200 characters, no control characters."""
+    if entity_id is None or entity_id == "":
+        return None
+    if not isinstance(entity_id, str):
+        raise SilenceError(f"expected a string, got {type(entity_id).__name__}", "entity_id")
+    if len(entity_id) > MAX_ENTITY_ID:
+        raise SilenceError(f"at most {MAX_ENTITY_ID} characters", "entity_id")
+    problem = _control(entity_id, _CONTROL)
+    if problem:
+        raise SilenceError(problem, "entity_id")
+    return entity_id
+
+
+def check_reason(reason: str) -> str:
+    """A reason as every message shows it: at most 1000 characters, no control characters but line breaks."""
+    problem = _control(reason, _CONTROL_BUT_NEWLINES)
+    if problem:
+        raise SilenceError(problem, "reason")
+    if len(reason) > MAX_REASON:
+        raise SilenceError(f"at most {MAX_REASON} characters", "reason")
+    return reason
+
+
+def check_time(t: dt.datetime, field: str) -> dt.datetime:
+    """`t` (aware) in UTC, between EARLIEST and LATEST, or a SilenceError naming `field`."""
+    try:
+        utc = t.astimezone(dt.timezone.utc)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise SilenceError(f"out of range: expected a time between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} UTC, "
+                           f"got {t.isoformat()}", field)
+    return utc
 
 
 def add_silence(conn, check_id: str, reason: str, author: str, duration: str | None = None,
@@ -44,6 +98,10 @@ def add_silence(conn, check_id: str, reason: str, author: str, duration: str | N
         raise SilenceError("a silence needs a reason and an author")
     if (duration is None) == (until is None):
         raise SilenceError("give either a duration (e.g. 2h) or an end time, not both")
+    check_reason(reason.strip())
+    entity_id = check_entity_id(entity_id)
+    until = check_time(until, "until") if until is not None else None
+    starts_at = check_time(starts_at, "starts_at") if starts_at is not None else None
     length = parse_duration(duration, "silence duration") if duration else None
     with conn.transaction():
         row = conn.execute(
@@ -82,8 +140,8 @@ def _time(text: str | None, field: str) -> dt.datetime | None:
     try:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise SilenceError(f"{field}: expected an ISO 8601 time like 2026-11-24T18:00Z, got {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+        raise SilenceError(f"expected an ISO 8601 time like 2026-11-24T18:00Z, got {text!r}", field) from None
+    return check_time(t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc), field)
 
 
 def apply_request(conn, request: dict[str, Any]) -> list[dict[str, Any]]:

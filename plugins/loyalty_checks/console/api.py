@@ -16,14 +16,50 @@ from starlette.responses import Response
 from loyalty_checks.console import db, service
 from loyalty_checks.console.auth import Viewer, api_reader, api_writer
 from loyalty_checks.console.common import json_response, now, visible, visible_check
-from loyalty_checks.console.models import FieldError, SilenceRequest, parse_silence
+from loyalty_checks.console.models import (
+    MAX_BODY,
+    Alerts,
+    Checks,
+    Error,
+    FieldError,
+    History,
+    Silence,
+    SilenceRequest,
+    Silences,
+    Time,
+    json_object,
+    parse_silence,
+)
 from loyalty_checks.store import console as store
 
-router = APIRouter(prefix="/api")
+# What every route may answer besides its result (documented in the OpenAPI document; app.py sends them).
+ERRORS = {
+    400: {"model": Error, "description": "A bad value: `field` names it (a parameter, a body field, or `body`)"},
+    401: {"model": Error, "description": "No valid Airflow token (Authorization: Bearer, or the UI's _token cookie)",
+          "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}},
+    403: {"model": Error, "description": "Signed in, but without the permission (reading the loyalty DAGs; "
+                                         "adding or expiring a silence: triggering loyalty_silences)"},
+}
+NOT_FOUND = {404: {"model": Error, "description": "No such check or silence (that the caller may see)"}}
+router = APIRouter(prefix="/api", responses=ERRORS)
 Reader = Annotated[Viewer, Depends(api_reader)]
 Writer = Annotated[Viewer, Depends(api_writer)]
 DEFAULT_HISTORY = dt.timedelta(days=7)
 MAX_HISTORY_POINTS = 200_000
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request's body, refused (400 naming `body`) as soon as it passes `limit` bytes."""
+    size = request.headers.get("content-length", "")
+    if size.isdigit() and int(size) > limit:
+        raise FieldError("body", f"too large: at most {limit} bytes")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise FieldError("body", f"too large: at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def filter_checks(viewer: Viewer, check_id: str | None, severity: str | None, dag_id: str | None):
@@ -39,7 +75,7 @@ def filter_checks(viewer: Viewer, check_id: str | None, severity: str | None, da
     return cat, checks
 
 
-@router.get("/alerts")
+@router.get("/alerts", responses={200: {"model": Alerts}})
 def get_alerts(viewer: Reader,
                check_id: Annotated[str | None, Query(max_length=63)] = None,
                severity: Literal["P0", "P1", "P2"] | None = None,
@@ -55,7 +91,7 @@ def get_alerts(viewer: Reader,
                     media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/checks")
+@router.get("/checks", responses={200: {"model": Checks}})
 def get_checks(viewer: Reader):
     """Every catalog check (of the DAGs the caller may read) with its latest evaluation."""
     cat, checks = visible(viewer)
@@ -63,16 +99,13 @@ def get_checks(viewer: Reader):
         return json_response({"checks": service.checks_summary(conn, cat, checks)})
 
 
-@router.get("/checks/{check_id}/history")
+@router.get("/checks/{check_id}/history", responses={200: {"model": History}, **NOT_FOUND})
 def get_history(check_id: Annotated[str, Path(max_length=63)], viewer: Reader,
-                since: Annotated[dt.datetime | None, Query(description="ISO 8601 with a zone; default 7 days ago")] = None,
-                until: Annotated[dt.datetime | None, Query(description="ISO 8601 with a zone; default now")] = None,
+                since: Annotated[Time | None, Query(description="ISO 8601 with a zone; default 7 days ago")] = None,
+                until: Annotated[Time | None, Query(description="ISO 8601 with a zone; default now")] = None,
                 limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_POINTS)] = 20_000):
     """A check's evaluations, notifications and silences since `since`."""
     _, check = visible_check(viewer, check_id)
-    for name, t in (("since", since), ("until", until)):
-        if t is not None and t.tzinfo is None:
-            raise FieldError(name, "expected an ISO 8601 time with a zone, e.g. 2026-11-24T18:00Z")
     since = since or now() - DEFAULT_HISTORY
     if until is not None and until < since:
         raise FieldError("until", "must not be before since")
@@ -80,7 +113,7 @@ def get_history(check_id: Annotated[str, Path(max_length=63)], viewer: Reader,
         return json_response(service.history(conn, check, since, until, limit))
 
 
-@router.get("/silences")
+@router.get("/silences", responses={200: {"model": Silences}})
 def get_silences(viewer: Reader):
     """Active and planned silences of the checks the caller may read."""
     _, checks = visible(viewer)
@@ -99,7 +132,7 @@ def add(viewer: Viewer, request: SilenceRequest) -> dict:
                               duration=request.duration, until=request.until, entity_id=request.entity_id,
                               starts_at=request.starts_at)
     except SilenceError as exc:
-        raise FieldError("body", str(exc)) from None
+        raise FieldError(exc.field or "body", exc.message) from None
     return service.silence_json(row)
 
 
@@ -117,26 +150,23 @@ def expire(viewer: Viewer, silence_id: int) -> dict:
     return service.silence_json(row)
 
 
-@router.post("/silences", status_code=201,
+@router.post("/silences", status_code=201, responses={201: {"model": Silence, "description": "The silence"},
+                                                       **NOT_FOUND},
              openapi_extra={"requestBody": {"content": {"application/json": {
-                 "schema": SilenceRequest.model_json_schema()}}, "required": True}})
+                 "schema": SilenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")}},
+                 "required": True}})
 async def post_silence(request: Request, viewer: Writer):
     """Add a silence; its author is the caller (an `author` in the body is ignored).
 
     The body is read after the permission check: a viewer gets 403 whatever they send."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise FieldError("body", "expected a JSON object with Content-Type: application/json")
-    try:
-        data = await request.json()
-    except ValueError:
-        raise FieldError("body", "not valid JSON") from None
-    if not isinstance(data, dict):
-        raise FieldError("body", "expected a JSON object")
+    data = json_object(await read_body(request))
     silence = parse_silence(data, now())
     return json_response(await run_in_threadpool(add, viewer, silence), status=201)
 
 
-@router.delete("/silences/{silence_id}")
+@router.delete("/silences/{silence_id}", responses={200: {"model": Silence}, **NOT_FOUND})
 def delete_silence(silence_id: Annotated[int, Path(ge=1, le=2**63 - 1)], viewer: Writer):
     """End an active silence now."""
     return json_response(expire(viewer, silence_id))

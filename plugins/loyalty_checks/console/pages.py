@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse
 from loyalty_checks.console import api, chart, db, service
 from loyalty_checks.console.auth import CSRF_FIELD, Viewer, check_csrf, csrf_token, page_reader, require_write
 from loyalty_checks.console.common import now, render, visible, visible_check
-from loyalty_checks.console.models import FieldError, naive_as_utc, parse_silence
+from loyalty_checks.console.models import FieldError, Time, naive_as_utc, parse_silence
 
 router = APIRouter()
 PageViewer = Annotated[Viewer, Depends(page_reader)]
@@ -100,15 +100,34 @@ def _timeline(history: dict[str, Any]) -> list[dict[str, Any]]:
     return items[:TIMELINE_MAX]
 
 
+def window(days: int, since: dt.datetime | None, until: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
+    """The check page's [since, until]: `days` ending now, or ending at `until`, or from `since`;
+    both given: exactly that (at most the longest of DAYS). Times are models.Time, within
+    1970..9998, so that a window added to either stays a datetime."""
+    if since is not None and until is not None:
+        if until <= since:
+            raise FieldError("until", "must be after since")
+        if until - since > dt.timedelta(days=DAYS[-1]):
+            raise FieldError("until", f"a window of at most {DAYS[-1]} days")
+        return since, until
+    length = dt.timedelta(days=days)
+    if since is not None:
+        return since, since + length
+    until = until or now()
+    return until - length, until
+
+
 @router.get("/checks/{check_id}")
 def check_page(request: Request, check_id: Annotated[str, Path(max_length=63)], viewer: PageViewer,
-               days: int = 7):
+               days: int = 7,
+               since: Annotated[Time | None, Query(description="from (ISO 8601 with a zone)")] = None,
+               until: Annotated[Time | None, Query(description="to (ISO 8601 with a zone); default now")] = None):
     """One check: value against threshold over time, timeline, alerts now, catalog settings."""
     if days not in DAYS:
         raise FieldError("days", f"must be one of {', '.join(map(str, DAYS))}")
     cat, check = visible_check(viewer, check_id)
-    until = now()
-    since = until - dt.timedelta(days=days)
+    pinned = since is not None or until is not None
+    since, until = window(days, since, until)
     with db.connection() as conn, db.reading(conn):
         history = service.page_history(conn, check, since, until, chart.WIDTH - chart.LEFT - chart.RIGHT,
                                        TIMELINE_MAX)
@@ -118,7 +137,8 @@ def check_page(request: Request, check_id: Annotated[str, Path(max_length=63)], 
     return render("check.html", **base_context(request, viewer, 1, "checks", check.title),
                   check=check, dag_id=service.dag_of(cat, check), runbook_url=cat.runbook_link(check.id),
                   summary=summary, alerts=alerts, alerts_total=counts["total"], chart=drawing,
-                  timeline=_timeline(history), days=days, day_choices=DAYS, history=history)
+                  timeline=_timeline(history), days=days, day_choices=DAYS, history=history,
+                  pinned=until.isoformat() if pinned else None)
 
 
 FORM_FIELDS = ("check_id", "entity_id", "end", "duration", "until", "starts_at", "reason")
