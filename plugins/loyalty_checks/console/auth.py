@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import posixpath
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import HTTPException, Request
 
@@ -179,10 +180,31 @@ def check_csrf(viewer: Viewer, request: Request, token: str | None) -> None:
         raise HTTPException(403, "Forbidden: the form's CSRF token is missing, invalid or expired; reload the page")
 
 
+def _inside(target: str, console: str) -> bool:
+    """Is `target` (a path and query) a page of the console, as Airflow's login will read it
+    (decoded, dot segments resolved)? Anything else is not a `next` that login accepts."""
+    path = unquote(target.partition("?")[0]).replace("\\", "/")
+    if not path.startswith("/") or path.startswith("//") or any(ord(c) < 32 for c in path):
+        return False
+    normal = posixpath.normpath(path)
+    return normal == console.rstrip("/") or normal.startswith(console)
+
+
 def login_url(request: Request, prefix: str) -> str:
     """Airflow's login, coming back to this page: {base}/api/v2/auth/login?next=<this page's path>.
 
-    `next` is a path, never a host taken from the request's Host header: no open redirect."""
+    A form posted without a session comes back to the page the form was on (its Referer,
+    when from this origin): after signing in the browser GETs `next`, which a post-only
+    path cannot answer. `next` is always a path inside the console, never a host taken
+    from the request's Host header (no open redirect), else the console's first page."""
     base = request.scope.get("root_path", "").removesuffix(prefix)
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    console = f"{base}{prefix}/"
+    if request.method in ("GET", "HEAD"):
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    else:
+        referer = urlsplit(request.headers.get("referer", ""))
+        same_origin = _origin(referer.geturl()) in allowed_origins(request)
+        here = referer.path + (f"?{referer.query}" if referer.query else "") if same_origin else console
+    if not _inside(here, console):
+        here = console
     return f"{base}/api/v2/auth/login?next={quote(here, safe='')}"
