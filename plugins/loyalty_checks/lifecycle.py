@@ -82,6 +82,7 @@ class Silence:
     ends_at: dt.datetime
     author: str
     reason: str
+    starts_at: dt.datetime | None = None  # None: in force since before T (the store loads those only)
 
     def covers(self, entity_id: str) -> bool:
         return self.entity_id is None or self.entity_id == entity_id
@@ -93,6 +94,18 @@ class Silence:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "entity_id": self.entity_id, "ends_at": self.ends_at.isoformat(),
                 "author": self.author, "reason": self.reason}
+
+
+def silence_active(silence: Silence, t: dt.datetime) -> bool:
+    """Whether `silence` is in force at `t`: started (starts_at <= t) and not ended (t < ends_at)."""
+    return (silence.starts_at is None or silence.starts_at <= t) and t < silence.ends_at
+
+
+def silence_covers(silence: Silence, key: str, t: dt.datetime) -> bool:
+    """Whether `silence` quiets the alert `key` (an entity id, SCALAR for a check without
+    entities) at `t`: in force then, and of the whole check or of that entity. The DAGs
+    (decide) and the console's "silenced" both ask this."""
+    return silence_active(silence, t) and silence.covers(key)
 
 
 @dataclass(frozen=True)
@@ -310,7 +323,7 @@ def _on_error(check: Check, state: CheckState, t: dt.datetime, silences: Sequenc
     if state.error_since:
         return []
     state.error_since = _iso(t)
-    if any(s.whole_check for s in silences):
+    if any(s.whole_check and silence_active(s, t) for s in silences):
         return []
     note = Notification(ERROR, channels(check, ERROR, state.escalated))
     return [note] if note.channels else []
@@ -390,7 +403,7 @@ def _announce(check: Check, state: CheckState, gone: dict[str, dict[str, Any]], 
     """Diff what is firing against what people were told, and choose the event."""
     announced = set(state.announced)
     firing_now = {k for k, a in state.alerts.items() if a.status == Status.FIRING}
-    quiet = {k for k in firing_now if any(s.covers(k) for s in silences)}
+    quiet = {k for k in firing_now if any(silence_covers(s, k, t) for s in silences)}
     new = firing_now - quiet - announced
     recovered = announced - firing_now
     told = (announced & firing_now) | new     # what people know is firing after this evaluation

@@ -91,3 +91,58 @@ def test_chart_thins_a_year_but_keeps_the_spike():
     ys = [float(p.split(",")[1]) for p in points]
     assert min(ys) < drawing["threshold_y"]  # the spike above the threshold is still drawn
     assert drawing["dots"] == []
+
+
+def test_the_consoles_silenced_is_the_lifecycles_at_the_request_time():
+    """service marks an alert silenced exactly when lifecycle.silence_covers says so at t
+    (the function decide() uses), a silence active exactly when lifecycle.silence_active does:
+    not before it starts, not from the moment it ends, a whole-check silence covers every key."""
+    from loyalty_checks import lifecycle
+    from loyalty_checks.console import service
+
+    t0 = dt.datetime(2026, 11, 20, 12, tzinfo=UTC)
+    hour = dt.timedelta(hours=1)
+    silences = [
+        lifecycle.Silence(1, "c", "10", t0 + hour, "a", "entity 10, in force", starts_at=t0 - hour),
+        lifecycle.Silence(2, "c", None, t0 + 3 * hour, "a", "whole check, planned", starts_at=t0 + 2 * hour),
+        lifecycle.Silence(3, "c", "11", t0, "a", "entity 11, ended at t0", starts_at=t0 - 2 * hour),
+        lifecycle.Silence(4, "other", None, t0 + hour, "a", "another check", starts_at=t0 - hour),
+    ]
+    keys = ["10", "11", "12", lifecycle.SCALAR]
+    for t in [t0 - 2 * hour, t0 - hour, t0, t0 + hour, t0 + 2 * hour, t0 + 3 * hour]:
+        covering = service._Covering(silences, t)
+        for key in keys:
+            expected = [s.id for s in silences if s.check_id == "c" and lifecycle.silence_covers(s, key, t)]
+            assert covering.ids("c", key) == expected, (t, key)
+    at = service._Covering(silences, t0)
+    assert at.ids("c", "10") == [1] and at.ids("c", "11") == [] and at.ids("c", "12") == []
+    later = service._Covering(silences, t0 + 2 * hour)
+    assert later.ids("c", "12") == [2] and later.ids("c", lifecycle.SCALAR) == [2]
+    assert [lifecycle.silence_active(s, t0) for s in silences] == [True, False, False, True]
+
+
+def test_decide_and_the_console_share_silence_coverage():
+    """decide() quiets an alert only while a silence covers it at T: an ended silence handed
+    to it by mistake does not quiet a trigger."""
+    from loyalty_checks import lifecycle
+    from loyalty_checks.catalog import catalog
+
+    check = catalog().check("rate_limit_spikes")
+    t = dt.datetime(2026, 11, 20, 12, tzinfo=UTC)
+    ended = lifecycle.Silence(1, check.id, None, t, "a", "ended at T", starts_at=t - dt.timedelta(hours=1))
+    in_force = lifecycle.Silence(2, check.id, None, t + dt.timedelta(hours=1), "a", "r", starts_at=t)
+    state = lifecycle.initial_state()
+    for _ in range(check.for_runs - 1):
+        state = lifecycle.decide(check, state, _breach(check), [], t - dt.timedelta(minutes=1)).state
+    loud = lifecycle.decide(check, state, _breach(check), [ended], t)
+    quiet = lifecycle.decide(check, state, _breach(check), [in_force], t)
+    assert [str(n.event) for n in loud.notifications] == ["trigger"]
+    assert quiet.notifications == []
+
+
+def _breach(check):
+    from loyalty_checks.evaluate import evaluate
+
+    value = check.threshold * 2 if check.comparison in (">", ">=") else check.threshold / 2
+    return evaluate(check, {"value": None, "details": {}, "entities": [
+        {"id": "10", "name": "store 10", "value": value}]})

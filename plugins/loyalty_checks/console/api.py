@@ -11,7 +11,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
 
 from loyalty_checks.console import db, service
 from loyalty_checks.console.auth import Viewer, api_reader, api_writer
@@ -86,9 +85,8 @@ def get_alerts(viewer: Reader,
     """Every alert now firing or pending, P0 first (optionally one check, severity, DAG or state; paged)."""
     cat, checks = filter_checks(viewer, check_id, severity, dag_id)
     with db.connection() as conn, db.reading(conn):
-        total, alerts = service.alerts_json(conn, cat, checks, state, offset, limit)
-    return Response(f'{{"alerts":{alerts},"total":{int(total)},"offset":{int(offset)}}}',
-                    media_type="application/json", headers={"Cache-Control": "no-store"})
+        alerts, counts = service.alerts_page(conn, cat, checks, state, offset, limit or 1_000_000, t=now())
+    return json_response({"alerts": alerts, "total": counts["total"], "offset": offset})
 
 
 @router.get("/checks", responses={200: {"model": Checks}})

@@ -1,8 +1,10 @@
 """What the console shows, in the shapes of the JSON API (shared/spec/console.md).
 
 Joins the rows of store/console.py with the check catalog (severity, title, threshold,
-runbook) and decides what the catalog and the state decide together: P0 first, which
-alerts a silence covers, the Airflow run of each alert. Pure over an open connection.
+runbook) and decides what the catalog and the state decide together: P0 first, the
+Airflow run of each alert. Which silences are in force and which alerts they cover is
+the lifecycle's (silence_active, silence_covers, as for the DAGs), at `t`: the request's
+time in Python, never the database's now(). Pure over an open connection.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Iterable
 from urllib.parse import quote
 
 from loyalty_checks.catalog import SEVERITIES, Catalog, Check
+from loyalty_checks.lifecycle import Silence, silence_active, silence_covers
 from loyalty_checks.store import console as store
 
 
@@ -77,26 +80,55 @@ def _alert_checks(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, Any
     return out
 
 
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _silence(row: dict[str, Any]) -> Silence:
+    return Silence(row["id"], row["check_id"], row["entity_id"], row["ends_at"], row["author"], row["reason"],
+                   starts_at=row["starts_at"])
+
+
+class _Covering:
+    """Which silences in force at `t` cover an alert (lifecycle.silence_covers), looked up
+    by check and entity first so that 10,000 alerts and many silences stay fast."""
+
+    def __init__(self, silences: list[Silence], t: dt.datetime):
+        self.t = t
+        self.whole: dict[str, list[Silence]] = {}
+        self.entity: dict[tuple[str, str], list[Silence]] = {}
+        for s in silences:
+            if silence_active(s, t):
+                if s.whole_check:
+                    self.whole.setdefault(s.check_id, []).append(s)
+                else:
+                    self.entity.setdefault((s.check_id, s.entity_id), []).append(s)
+
+    def ids(self, check_id: str, key: str) -> list[int]:
+        maybe = self.whole.get(check_id, []) + self.entity.get((check_id, key), [])
+        return sorted(s.id for s in maybe if silence_covers(s, key, self.t))
+
+
 def alerts_page(conn, cat: Catalog, checks: list[Check], state: str | None = None, offset: int = 0,
-                limit: int = 100) -> tuple[list[dict[str, Any]], dict[str, int]]:
+                limit: int = 100, t: dt.datetime | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Alerts now of `checks` (firing or pending; P0 first, then catalog order, firing before
-    pending, the worst value first), `limit` from `offset`, and counts over all of them."""
+    pending, the worst value first), `limit` from `offset`, and counts over all of them;
+    "silenced" as the silences in force at `t` (default now) cover them."""
+    t = t or utc_now()
     infos = _alert_checks(conn, cat, checks)
     if not infos:
         return [], {"total": 0, "firing": 0, "pending": 0, "silenced": 0}
-    rows, counts = store.ranked_alerts_page(conn, infos, state, offset, limit)
+    covering = _Covering([_silence(r) for r in store.current_and_planned_silences(conn, [i["check_id"] for i in infos], t)], t)
+    whole, entities = list(covering.whole), list(covering.entity)
+    rows, counts, maybe = store.ranked_alerts_page(conn, infos, state, offset, limit, whole, entities)
     if counts is None:  # past the last page: the counts still
-        _, counts = store.ranked_alerts_page(conn, infos, state, 0, 1)
-    return rows, counts or {"total": 0, "firing": 0, "pending": 0, "silenced": 0}
-
-
-def alerts_json(conn, cat: Catalog, checks: list[Check], state: str | None = None, offset: int = 0,
-                limit: int | None = None) -> tuple[int, str]:
-    """(total, JSON array text) of the alerts now, ranked as alerts_page, built by PostgreSQL."""
-    infos = _alert_checks(conn, cat, checks)
-    if not infos:
-        return 0, "[]"
-    return store.ranked_alerts_json(conn, infos, state, offset, limit)
+        _, counts, _ = store.ranked_alerts_page(conn, infos, state, 0, 1)
+    alerts = []
+    for alert, check_id, key in rows:
+        ids = covering.ids(check_id, key)
+        alerts.append({**alert, "silenced": bool(ids), "silence_ids": ids})
+    counts = counts or {"total": 0, "firing": 0, "pending": 0}
+    return alerts, {**counts, "silenced": sum(1 for check_id, key in maybe if covering.ids(check_id, key))}
 
 
 def checks_summary(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, Any]]:
@@ -145,9 +177,11 @@ def silence_json(s: dict[str, Any]) -> dict[str, Any]:
             "author": s["author"], "reason": s["reason"]}
 
 
-def silences(conn, checks: list[Check]) -> list[dict[str, Any]]:
-    rows = store.current_and_planned_silences(conn, [c.id for c in checks])
-    return [{**silence_json(r), "active": r["active"]} for r in rows]
+def silences(conn, checks: list[Check], t: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Silences of `checks` not ended at `t` (default now), `active` when in force then."""
+    t = t or utc_now()
+    rows = store.current_and_planned_silences(conn, [c.id for c in checks], t)
+    return [{**silence_json(r), "active": silence_active(_silence(r), t)} for r in rows]
 
 
 def page_history(conn, check: Check, since: dt.datetime, until: dt.datetime, width: int,

@@ -18,15 +18,15 @@ from loyalty_checks.store import rows as _rows
 SCALAR = "_"  # the entity key of a check without entities (lifecycle.SCALAR)
 
 
-def current_and_planned_silences(conn, check_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """Silences that have not ended (active and planned), ending soonest last."""
+def current_and_planned_silences(conn, check_ids: Sequence[str], t: dt.datetime) -> list[dict[str, Any]]:
+    """Silences of `check_ids` that have not ended at `t` (in force and planned), ending soonest
+    last. Which of them are in force is lifecycle.silence_active's to say."""
     return _rows(conn, """
-        SELECT id, check_id, entity_id, starts_at, ends_at, author, reason, created_at,
-               starts_at <= now() AS active
+        SELECT id, check_id, entity_id, starts_at, ends_at, author, reason, created_at
         FROM loyalty_monitoring.silences
-        WHERE check_id = ANY(%(checks)s) AND ends_at > now()
+        WHERE check_id = ANY(%(checks)s) AND ends_at > %(t)s
         ORDER BY ends_at DESC, id
-        """, {"checks": list(check_ids)})
+        """, {"checks": list(check_ids), "t": t})
 
 
 def last_notifications(conn, check_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -114,10 +114,19 @@ def silence(conn, silence_id: int) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def silence_exists(conn, silence_id: int) -> dict[str, Any] | None:
-    rows = _rows(conn, "SELECT id, check_id, entity_id, ends_at > now() AS active FROM loyalty_monitoring.silences"
-                       " WHERE id = %(id)s", {"id": silence_id})
-    return rows[0] if rows else None
+def silence_exists(conn, silence_id: int, t: dt.datetime | None = None) -> dict[str, Any] | None:
+    """The silence `silence_id` and whether it may still be expired at `t` (default now):
+    `active` when it has not ended (lifecycle.silence_active, whenever it starts: a planned
+    silence may be expired before it starts)."""
+    from loyalty_checks.lifecycle import Silence, silence_active
+
+    found = silence(conn, silence_id)
+    if found is None:
+        return None
+    t = t or dt.datetime.now(dt.timezone.utc)
+    not_started = Silence(found["id"], found["check_id"], found["entity_id"], found["ends_at"], found["author"],
+                          found["reason"])
+    return {**found, "active": silence_active(not_started, t)}
 
 
 def evaluation_buckets(conn, check_id: str, since: dt.datetime, until: dt.datetime,
@@ -166,89 +175,73 @@ def check_states(conn, check_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 # The alerts now, one JSON object per entity, ranked in SQL: 10,000 firing entities are
-# sorted, counted, matched with silences and paged by PostgreSQL, not in Python.
+# sorted, counted and paged by PostgreSQL, not in Python. Which alerts a silence covers is
+# lifecycle.silence_covers' to say: the query returns each alert's key (lifecycle.py's key
+# of `alerts`), and the keys that a silence may cover (%(whole)s: checks with a silence of
+# the whole check in force; %(entities)s: [{"check_id", "entity_id"}] of entity silences).
 # %(checks)s: [{"check_id", "rank", "sign", "info": {what every alert of the check shares}}].
 _RANKED = """
     WITH c AS (
         SELECT * FROM jsonb_to_recordset(%(checks)s::jsonb) AS c(check_id text, rank int, sign float8, info jsonb)
-    ), sil AS (
-        SELECT check_id, entity_id, array_agg(id ORDER BY id) AS ids FROM loyalty_monitoring.silences
-        WHERE check_id IN (SELECT check_id FROM c) AND starts_at <= now() AND ends_at > now()
-        GROUP BY check_id, entity_id
-    ), cc AS MATERIALIZED (  -- per check: its silences of the whole check
-        SELECT c.check_id, c.rank, c.sign,
-               coalesce((SELECT ids FROM sil WHERE sil.check_id = c.check_id AND sil.entity_id IS NULL), '{}')
-                   AS check_silences
-        FROM c
     ), a AS MATERIALIZED (
-        SELECT c.check_id, c.rank, c.sign, c.check_silences,
-               al.value->>'status' AS state, al.value->>'since' AS since,
-               CASE WHEN al.key = '_' THEN NULL ELSE coalesce(al.value->'entity'->>'id', al.key) END AS entity_id,
-               al.value->'entity'->>'name' AS name,
-               CASE WHEN jsonb_typeof(al.value->'entity'->'value') = 'number'
-                    THEN (al.value->'entity'->>'value')::double precision END AS value
-        FROM cc c
+        SELECT c.check_id, c.rank, c.sign, al.key, x.state, al.value->>'since' AS since,
+               CASE WHEN al.key = '_' THEN NULL ELSE coalesce(x.entity->>'id', al.key) END AS entity_id,
+               x.entity->>'name' AS name,
+               CASE WHEN jsonb_typeof(x.entity->'value') = 'number' THEN (x.entity->>'value')::double precision
+               END AS value
+        FROM c
         JOIN loyalty_monitoring.check_state s ON s.check_id = c.check_id AND s.status IN ('firing', 'pending')
         CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(s.lifecycle->'alerts') = 'object'
                                            THEN s.lifecycle->'alerts' ELSE '{}'::jsonb END) al
-        WHERE al.value->>'status' IN ('firing', 'pending')
-          AND (%(state)s::text IS NULL OR al.value->>'status' = %(state)s::text)
-    ), ranked AS (
-        SELECT a.check_id, a.state, a.since, a.entity_id, a.name, a.value,
-               a.check_silences || coalesce(x.ids, '{}') AS ids,
-               row_number() OVER (ORDER BY a.rank, a.state <> 'firing', a.sign * a.value NULLS LAST,
-                                           a.name COLLATE "C", a.entity_id COLLATE "C") AS rn
-        FROM a LEFT JOIN sil x ON x.check_id = a.check_id AND x.entity_id = a.entity_id
+        CROSS JOIN LATERAL (SELECT al.value->>'status' AS state, al.value->'entity' AS entity) x
+        WHERE x.state IN ('firing', 'pending') AND (%(state)s::text IS NULL OR x.state = %(state)s::text)
     )
 """
-# One alert as the API shows it: what its check shares, and its own entity, state and silences.
+# The ranking: P0 first, then catalog order (rank), firing before pending, the worst value
+# first, then by name. Sorting by it with OFFSET and LIMIT lets PostgreSQL keep only the
+# top offset + limit rows (a bounded heap sort), not sort all 10,000.
+_ORDER = "rank, state <> 'firing', sign * value NULLS LAST, name COLLATE \"C\", entity_id COLLATE \"C\""
+# One alert as the API shows it: what its check shares, and its own entity and state
+# ("silenced" and "silence_ids" are added by the caller, see above).
 _ALERT = """c.info || jsonb_build_object(
-    'entity_id', r.entity_id, 'entity_name', CASE WHEN r.entity_id IS NULL THEN NULL ELSE r.name END,
-    'state', r.state, 'since', r.since, 'value', r.value, 'silenced', cardinality(r.ids) > 0,
-    'silence_ids', to_jsonb(r.ids))"""
+    'entity_id', p.entity_id, 'entity_name', CASE WHEN p.entity_id IS NULL THEN NULL ELSE p.name END,
+    'state', p.state, 'since', p.since, 'value', p.value)"""
 
+# The page (kind 0, ranked, with the counts over all alerts), then the keys of every alert
+# that a silence may cover (kind 1): one pass over the alerts for both.
 _PAGE = _RANKED + (  # noqa: S608 - constants only, no input
     """
-    SELECT """ + _ALERT + """, r.total, r.firing, r.pending, r.silenced FROM (
-        SELECT ranked.*, count(*) OVER () AS total,
-               count(*) FILTER (WHERE state = 'firing') OVER () AS firing,
-               count(*) FILTER (WHERE state = 'pending') OVER () AS pending,
-               count(*) FILTER (WHERE cardinality(ids) > 0) OVER () AS silenced
-        FROM ranked ORDER BY rn OFFSET %(offset)s LIMIT %(limit)s) r
-    JOIN c USING (check_id)
-    ORDER BY r.rn
-""")
-_ALL = _RANKED + (  # noqa: S608 - constants only, no input
-    """
-    SELECT count(*), coalesce(json_agg(""" + _ALERT + """ ORDER BY r.rn) FILTER (
-               WHERE r.rn > %(offset)s AND (%(limit)s::bigint IS NULL OR r.rn <= %(offset)s + %(limit)s::bigint)),
-           '[]')::text
-    FROM ranked r JOIN c USING (check_id)
-""")
-
-_PAGE_JSON = _RANKED + (  # noqa: S608 - constants only, no input
-    """
-    SELECT (SELECT count(*) FROM ranked), coalesce((
-        SELECT json_agg(""" + _ALERT + """ ORDER BY r.rn)
-        FROM (SELECT * FROM ranked ORDER BY rn OFFSET %(offset)s LIMIT %(limit)s) r JOIN c USING (check_id)),
-        '[]')::text
+    , page AS (SELECT * FROM a ORDER BY """ + _ORDER + """ OFFSET %(offset)s LIMIT %(limit)s
+    ), counts AS (
+        SELECT count(*) AS total, count(*) FILTER (WHERE state = 'firing') AS firing,
+               count(*) FILTER (WHERE state = 'pending') AS pending
+        FROM a
+    )
+    SELECT kind, alert, check_id, key, total, firing, pending FROM (
+    SELECT 0 AS kind, """ + _ALERT + """ AS alert, p.check_id, p.key, n.total, n.firing, n.pending,
+           p.rank, p.state, p.sign, p.value, p.name, p.entity_id
+    FROM page p JOIN c USING (check_id) CROSS JOIN counts n
+    UNION ALL
+    SELECT 1, NULL, a.check_id, a.key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM a
+    WHERE a.check_id = ANY(%(whole)s::text[])
+       OR (a.check_id, a.key) IN (SELECT x.check_id, x.entity_id
+                                  FROM jsonb_to_recordset(%(entities)s::jsonb) AS x(check_id text, entity_id text))
+    ) u ORDER BY kind, """ + _ORDER + """
 """)
 
 
-def ranked_alerts_page(conn, checks: list[dict[str, Any]], state: str | None, offset: int,
-                       limit: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """One page of the ranked alerts (as dicts) and the counts over all of them."""
-    cur = conn.execute(_PAGE, {"checks": _json(checks), "state": state, "offset": offset, "limit": limit})
-    rows = cur.fetchall()
-    counts = dict(zip(("total", "firing", "pending", "silenced"), rows[0][1:], strict=True)) if rows else None
-    return [r[0] for r in rows], counts
-
-
-def ranked_alerts_json(conn, checks: list[dict[str, Any]], state: str | None, offset: int,
-                       limit: int | None) -> tuple[int, str]:
-    """(total, the JSON array text of alerts offset..offset+limit), built by PostgreSQL."""
-    row = conn.execute(_ALL if limit is None else _PAGE_JSON, {"checks": _json(checks), "state": state, "offset": offset, "limit": limit}).fetchone()
-    return row[0], row[1]
+def ranked_alerts_page(conn, checks: list[dict[str, Any]], state: str | None, offset: int, limit: int,
+                       whole: Sequence[str] = (), entities: Sequence[tuple[str, str]] = ()
+                       ) -> tuple[list[tuple[dict[str, Any], str, str]], dict[str, int] | None, list[tuple[str, str]]]:
+    """One page of the ranked alerts as (alert dict, check id, key); the counts over all of
+    them (None past the last page); and the (check id, key) of every alert that a silence
+    may cover: of the checks `whole` and of the (check id, entity id) `entities`."""
+    rows = conn.execute(_PAGE, {"checks": _json(checks), "state": state, "offset": offset, "limit": limit,
+                                "whole": list(whole),
+                                "entities": _json([{"check_id": c, "entity_id": e} for c, e in entities])}).fetchall()
+    page = [r for r in rows if r[0] == 0]
+    counts = dict(zip(("total", "firing", "pending"), page[0][4:7], strict=True)) if page else None
+    return [(r[1], r[2], r[3]) for r in page], counts, [(r[2], r[3]) for r in rows if r[0] == 1]
 
 
 def _json(value: Any):
