@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
+from loyalty_checks.catalog import catalog
 from tests.console.conftest import _server_env
 from tests.console.seed import CHECK
 
@@ -124,6 +125,11 @@ def test_the_form_triggers_the_backtest_dag_and_its_page_shows_the_stored_result
         assert [event for _, event in rows] == ["trigger", "resolve", "trigger"]
         assert f'<a href="../../backtest/{bid}">{bid}</a>' in page.text  # among the recent ones
         assert f'<option value="{CHECK}" selected>' in page.text and "threshold=120</textarea>" in page.text
+        links = re.findall(r"<a [^>]*>", page.text)  # out of the UI's iframe: Airflow at the top, runbooks in a tab
+        airflow = [a for a in links if re.search(r'href="(\.\./)+dags/', a)]
+        runbooks = [a for a in links if catalog().runbook_link(CHECK) in a]
+        assert len(airflow) >= 2 and all('target="_top"' in a for a in airflow), airflow
+        assert runbooks and all('target="_blank"' in a and "noopener" in a for a in runbooks), runbooks
 
         # The stored backtest at its own address, with its run.
         r = c.get(f"/loyalty/backtest/{bid}")
