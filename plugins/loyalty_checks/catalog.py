@@ -34,8 +34,8 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from loyalty_checks import channels
 from loyalty_checks.budget import BudgetError, check_budget
+from loyalty_checks.channels import registry as channels
 from loyalty_checks.units import DURATION, duration
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]

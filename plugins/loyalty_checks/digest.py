@@ -17,12 +17,13 @@ from airflow.sdk import TriggerRule, task
 
 from loyalty_checks import channels, connections
 from loyalty_checks.catalog import DIGEST, Catalog, Severity
+from loyalty_checks.lifecycle import shown_status
 from loyalty_checks.parsing import build
 from loyalty_checks.text import format_threshold, format_time, format_value, slack_escape, truncate
 
 log = logging.getLogger(__name__)
 DIGEST_ID = "weekly_digest"
-STATUS_ICON = {"firing": "🔴", "ok": "🟢", "no_data": "⚪", "error": "⚠️", None: "⚠️"}
+STATUS_ICON = {"firing": "🔴", "pending": "🟡", "ok": "🟢", "no_data": "⚪", "error": "⚠️", None: "⚠️"}
 SECTION_MAX = 3000
 
 
@@ -39,7 +40,8 @@ def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
     firing = 0
     for check in digest_checks(cat):
         ev = evaluations.get(check.id)
-        status = ev["status"] if ev else None
+        # As the lifecycle decided it (for_runs / clear_runs count), not the raw threshold.
+        status = shown_status(ev["status"], ev.get("alert_status")) if ev else None
         firing += status == "firing"
         title = f"<{cat.runbook_link(check.id)}|{check.title}>" if status == "firing" else check.title
         head = (f"{STATUS_ICON[status]} *{title}* (`{check.id}`): "
@@ -94,19 +96,16 @@ def collect_metrics(cat: Catalog, t, timeout) -> dict[str, list[dict[str, Any]]]
 
 def post(cat: Catalog, metrics: dict[str, Any] | None, context) -> bool:
     """Send the digest once per evaluation time T; True if sent now."""
+    from loyalty_checks.store import reports
     from loyalty_checks.store.alerts import NotificationKey, load_evaluation, once
     from loyalty_checks.tasks import run_ref
 
     ref = run_ref(context)
     with connections.monitoring_db() as conn:
         evaluations = {c.id: load_evaluation(conn, c.id, ref.t) for c in digest_checks(cat)}
-        open_alerts = conn.execute(
-            "SELECT check_id, since FROM loyalty_monitoring.check_state"
-            " WHERE status = 'firing' AND check_id = ANY(%s) ORDER BY since",
-            ([c.id for c in cat.checks if c not in digest_checks(cat)],)).fetchall()
-        silences = conn.execute(
-            "SELECT check_id, entity_id, ends_at, author, reason FROM loyalty_monitoring.silences"
-            " WHERE starts_at <= %(t)s AND ends_at > %(t)s ORDER BY check_id, id", {"t": ref.t}).fetchall()
+        open_alerts = reports.open_alerts(conn, [c.id for c in cat.checks if c not in digest_checks(cat)])
+        silences = [(s["check_id"], s["entity_id"], s["ends_at"], s["author"], s["reason"])
+                    for s in sorted(reports.silences_active_at(conn, ref.t), key=lambda s: (s["check_id"], s["id"]))]
         body = digest_message(cat, ref.t, evaluations, metrics, open_alerts, silences, _quality(conn, ref.t, cat))
         slack = channels.get("slack", connections.SLACK_REPORTS)  # the Slack channel, to the reports' webhook
         key = NotificationKey(DIGEST_ID, ref.t, DIGEST, slack.name)

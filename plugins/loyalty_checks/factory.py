@@ -26,8 +26,8 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TaskGroup, TriggerRule, task
 
 from loyalty_checks import budget, tasks
-from loyalty_checks import channels as registry
 from loyalty_checks.catalog import DIGEST, Catalog, Check, DagSpec, Severity, catalog
+from loyalty_checks.channels import registry
 from loyalty_checks.lifecycle import channels_used
 from loyalty_checks.parsing import build, in_group, running_task
 from loyalty_checks.text import format_duration, format_threshold

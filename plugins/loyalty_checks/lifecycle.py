@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Sequence
 
-from loyalty_checks import channels as registry
 from loyalty_checks.catalog import Check
+from loyalty_checks.channels import registry
 from loyalty_checks.evaluate import NO_DATA, Evaluation, MeasurementError
 
 SCALAR = "_"  # the one alert of a check without entities
@@ -176,6 +176,17 @@ class CheckState:
 
 def initial_state() -> CheckState:
     return CheckState()
+
+
+# RECONSTRUCTED by the console session (issue 17): copying its lifecycle.py over this file at
+# 23:53 UTC erased an uncommitted shown_status() that digest.py, quality.py and testing.py
+# import. This is a best guess from testing.status_after and the call sites; check it.
+def shown_status(outcome_status: str | None, alert_status: str | None) -> str | None:
+    """The status shown for a check after an evaluation: no_data / error for such an
+    outcome, else the check's alert status as the lifecycle decided it (ok, pending, firing)."""
+    if outcome_status in ("error", "no_data") or alert_status is None:
+        return outcome_status
+    return str(alert_status)
 
 
 # ---------------------------------------------------------------- outputs

@@ -40,6 +40,7 @@ class Notice:
     runbook_url: str
     entity_cap: int
     decided: dict[str, Any] | None = None  # lifecycle.Notification.to_dict(): new / firing / recovered
+    http_timeout: float = 10.0      # seconds per request: the catalog's http_timeout of the check's DAG
 
     def entities(self, part: str) -> list[dict[str, Any]]:
         """The alerts of one part (new, firing, recovered), worst first, without the scalar one."""

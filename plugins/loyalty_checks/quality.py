@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from loyalty_checks import channels as registry
 from loyalty_checks import units
+from loyalty_checks.channels import registry
 from loyalty_checks.units import DURATION, cron_interval, duration
 
 UTC = dt.timezone.utc
@@ -126,28 +126,6 @@ class Tally:
 
 # ---------------------------------------------------------------- history (loyalty_monitoring)
 
-HISTORY_SQL = """
-SELECT e.check_id, e.severity, e.evaluated_at, e.status, e.alert_status, e.notifications,
-       coalesce((SELECT jsonb_object_agg(s.event, s.channels)
-                 FROM (SELECT n.event, jsonb_agg(n.channel ORDER BY n.channel) AS channels
-                       FROM loyalty_monitoring.notifications AS n
-                       WHERE n.check_id = e.check_id AND n.evaluated_at = e.evaluated_at
-                         AND n.sent_at IS NOT NULL
-                       GROUP BY n.event) AS s), '{}'::jsonb) AS sent
-FROM loyalty_monitoring.evaluations AS e
-WHERE e.evaluated_at > %(since)s AND e.evaluated_at <= %(until)s
-  AND (%(check_id)s::text IS NULL OR e.check_id = %(check_id)s::text)
-ORDER BY e.check_id, e.evaluated_at
-"""
-
-SILENCES_SQL = """
-SELECT id, check_id, entity_id, starts_at, ends_at, author, reason
-FROM loyalty_monitoring.silences
-WHERE starts_at <= %(at)s AND ends_at > %(at)s
-ORDER BY ends_at, id
-"""
-
-
 def sent_notifications(decided: list[dict[str, Any]], sent: dict[str, list[str]]) -> list[dict[str, Any]]:
     """What went out for one evaluation: each decided notification sent on at least one
     channel, with the channels it was sent on (and one sent without a decision, as the
@@ -166,26 +144,22 @@ def history(conn, since: dt.datetime, until: dt.datetime | None = None, check_id
             cat=None) -> dict[str, Any]:
     """The quality of every check over (since, until] from what loyalty_monitoring recorded."""
     from loyalty_checks.catalog import Severity, catalog
+    from loyalty_checks.store import reports
 
     cat = cat or catalog()
     until = until or dt.datetime.now(UTC)
     tallies: dict[str, Tally] = {}
-    if conn.info.transaction_status != 0:  # IDLE: SET TRANSACTION must open the transaction
-        conn.rollback()
-    with conn.transaction(force_rollback=True):
-        conn.execute("SET TRANSACTION READ ONLY")
-        with conn.cursor(name="loyalty_quality_history") as cur:  # streamed: flat memory
-            cur.itersize = 2000
-            cur.execute(HISTORY_SQL, {"since": since, "until": until, "check_id": check_id})
-            for cid, severity, t, status, alert_status, decided, sent in cur:
-                tally = tallies.get(cid)
-                if tally is None:
-                    spec = cat.dags.get(severity) or cat.dags[Severity.P1]
-                    tally = tallies[cid] = Tally(cron_interval(spec.schedule))
-                tally.add(t, alert_status, status == "error", sent_notifications(decided, sent))
-        silences = conn.execute(SILENCES_SQL, {"at": until}).fetchall()
-    active = [{"id": s[0], "check_id": s[1], "entity_id": s[2], "starts_at": _iso(s[3]), "ends_at": _iso(s[4]),
-               "author": s[5], "reason": s[6], "ends_within_a_day": s[4] <= until + ENDING_SOON} for s in silences]
+    for cid, severity, t, status, alert_status, decided, sent in reports.evaluation_history(conn, since, until,
+                                                                                            check_id):
+        tally = tallies.get(cid)
+        if tally is None:
+            spec = cat.dags.get(severity) or cat.dags[Severity.P1]
+            tally = tallies[cid] = Tally(cron_interval(spec.schedule))
+        tally.add(t, alert_status, status == "error", sent_notifications(decided, sent))
+    active = [{"id": s["id"], "check_id": s["check_id"], "entity_id": s["entity_id"],
+               "starts_at": _iso(s["starts_at"]), "ends_at": _iso(s["ends_at"]), "author": s["author"],
+               "reason": s["reason"], "ends_within_a_day": s["ends_at"] <= until + ENDING_SOON}
+              for s in reports.silences_active_at(conn, until)]
     return {"since": _iso(since), "until": _iso(until),
             "checks": {cid: tallies[cid].summary() for cid in sorted(tallies)},
             "silences": active}

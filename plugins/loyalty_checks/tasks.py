@@ -223,7 +223,8 @@ def _notice(check: Check, note: dict[str, Any], evaluation: dict[str, Any], cont
     cat = catalog()
     return Notice(check=check, event=note["event"], t=run_time(context), evaluation=evaluation,
                   dag_id=context["dag"].dag_id, run_url=run_url(context),
-                  runbook_url=cat.runbook_link(check.id), entity_cap=cat.entity_cap, decided=note)
+                  runbook_url=cat.runbook_link(check.id), entity_cap=cat.entity_cap, decided=note,
+                  http_timeout=cat.dags[check.severity].http_timeout.total_seconds())
 
 
 def notify(check: Check, channel: str, context) -> int:

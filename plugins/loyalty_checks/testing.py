@@ -37,11 +37,11 @@ import yaml
 from psycopg import sql
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from loyalty_checks import channels as registry
 from loyalty_checks import pipeline
 from loyalty_checks.catalog import SQL_DIR, Catalog, CatalogError, Check, catalog, with_overrides
+from loyalty_checks.channels import registry
 from loyalty_checks.evaluate import Evaluation, MeasurementError
-from loyalty_checks.lifecycle import Decision, Event, Notification
+from loyalty_checks.lifecycle import Decision, Event, Notification, shown_status
 from loyalty_checks.testing_rows import FileError, Rows, Table, insert, parse_time, prepare, tables
 
 PASSED, FAILED, MALFORMED = 0, 1, 2
@@ -235,14 +235,6 @@ def _matches(expected: ExpectedNotification, n: Notification) -> bool:
                for name in ("new", "recovered", "firing"))
 
 
-def status_after(decision: Decision) -> str:
-    """The status a check test expects after a step: no_data / error for such an outcome,
-    else the check's alert status (ok, pending, firing)."""
-    if decision.outcome.status in ("error", "no_data"):
-        return decision.outcome.status
-    return str(decision.state.status)
-
-
 def compare(step: Step, outcome: Evaluation | MeasurementError, decision: Decision, status: str) -> list[str]:
     """One line per expected field that differs: the step, the field, expected, actual."""
     expect, wrong = step.expect, []
@@ -363,7 +355,7 @@ def run_file(path: Path, server: Server, cat: Catalog, known: dict[str, Table]) 
             for step in plan.steps:
                 insert(conn, step.rows, f"{path}: {step.label}")
                 decision = pipeline.run(plan.check, pipeline.measure(plan.check, step.t, conn), store)
-                wrong += compare(step, decision.outcome, decision, status_after(decision))
+                wrong += compare(step, decision.outcome, decision, shown_status(decision.outcome.status, decision.state.status))
     except FileError as exc:
         return Result(path, MALFORMED, [str(exc)])
     finally:

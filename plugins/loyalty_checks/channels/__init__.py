@@ -4,7 +4,7 @@ A channel is a subclass of `Channel` that names its Airflow connection, how it r
 notice (messages.py) and how it sends it, and its time budget (requests per send, which
 budget.py counts). The catalog's routes name registered channels (`digest` is not a
 channel: the P2 DAG's weekly report). Adding one is a new module with its class,
-decorated with `@register`, imported below:
+decorated with `@register`, and its module in registry.BUILTIN:
 
     @register
     class Teams(Channel):
@@ -17,18 +17,14 @@ Hooks are imported inside the send functions: nothing here runs while a DAG file
 
 from __future__ import annotations
 
-from loyalty_checks.channels.base import (  # noqa: F401 - the registry's interface
+from loyalty_checks.channels.registry import (  # noqa: F401 - the registry's interface
     HTTP_TIMEOUT,
     REGISTRY,
     Channel,
     DeliveryError,
     get,
-    http_timeout,
     names,
     pager,
     register,
     send_with_retries,
 )
-
-# The channels that ship with the package, in the order they register (pagers go first anyway).
-from loyalty_checks.channels import pagerduty, slack_webhook  # noqa: E402,F401  isort: skip

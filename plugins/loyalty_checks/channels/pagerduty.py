@@ -9,7 +9,7 @@ from typing import Any
 from urllib.error import HTTPError
 from urllib.parse import urlsplit
 
-from loyalty_checks.channels.base import HTTP_TIMEOUT, Channel, DeliveryError, register, send_with_retries
+from loyalty_checks.channels.registry import HTTP_TIMEOUT, Channel, DeliveryError, register, send_with_retries
 from loyalty_checks.connections import PAGERDUTY
 
 log = logging.getLogger(__name__)

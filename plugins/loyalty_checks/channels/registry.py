@@ -1,7 +1,13 @@
-"""The channel registry: `Channel`, `register`, and the HTTP send with retries they share."""
+"""The channel registry: `Channel`, `register`, and the HTTP send with retries they share.
+
+The channels that ship with the package are named here by module (BUILTIN), and imported
+the first time the registry is asked: the catalog validates routes against it without
+importing any sender.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from http.client import HTTPException
@@ -13,6 +19,8 @@ log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 10  # seconds per request when the caller gives none (the catalog's http_timeout otherwise)
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+# The channels that ship with the package: the modules that register them.
+BUILTIN = ("loyalty_checks.channels.pagerduty", "loyalty_checks.channels.slack_webhook")
 
 
 class DeliveryError(RuntimeError):
@@ -40,7 +48,7 @@ class Channel:
         raise NotImplementedError
 
     def send(self, notice) -> None:
-        self.post(self.render(notice), http_timeout(notice))
+        self.post(self.render(notice), notice.http_timeout)
         log.info("%s %s of %s sent", self.name, notice.event, notice.check.id)
 
 
@@ -55,30 +63,30 @@ def register(cls: type[Channel]) -> type[Channel]:
     return cls
 
 
+def _builtins() -> dict[str, type[Channel]]:
+    for module in BUILTIN:
+        importlib.import_module(module)  # registers its class (once: modules are cached)
+    return REGISTRY
+
+
 def names() -> tuple[str, ...]:
     """Every registered channel, in the order notifications go out: pagers first."""
+    _builtins()
     ordered = sorted(enumerate(REGISTRY.values()), key=lambda p: (not p[1].pages, p[0]))
     return tuple(cls.name for _, cls in ordered)
 
 
 def pager() -> str:
     """The channel escalations go to."""
-    return next(cls.name for cls in REGISTRY.values() if cls.pages)
+    return next(cls.name for cls in _builtins().values() if cls.pages)
 
 
 def get(name: str, conn_id: str | None = None) -> Channel:
     """The channel named in a route (with its own connection, or `conn_id`)."""
     try:
-        return REGISTRY[name](conn_id)
+        return _builtins()[name](conn_id)
     except KeyError:
         raise ValueError(f"unknown channel {name!r} (registered: {', '.join(names())})") from None
-
-
-def http_timeout(notice) -> float:
-    """Seconds per request: the catalog's http_timeout of the check's DAG (budget.py)."""
-    from loyalty_checks.catalog import catalog
-
-    return catalog().dags[notice.check.severity].http_timeout.total_seconds()
 
 
 def send_with_retries(what: str, attempt: Callable[[], tuple[int, dict[str, str], str]],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loyalty_checks.channels.base import HTTP_TIMEOUT, Channel, register, send_with_retries
+from loyalty_checks.channels.registry import HTTP_TIMEOUT, Channel, register, send_with_retries
 from loyalty_checks.connections import SLACK_ALERTS
 
 
