@@ -270,3 +270,69 @@ def test_dark_mode_follows_the_system(console, browser, shots):
     finally:
         driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
+
+
+def test_links_leave_the_iframe_and_long_reasons_wrap(console, browser, shots):
+    """In the UI's iframe: an Airflow run link opens at the top (Airflow's own page, not
+    Airflow inside the console), a runbook link in a new tab; an unbroken 900-character
+    reason wraps instead of widening the page."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    with console.client("admin") as api:
+        added = api.post("/loyalty/api/silences", json={"check_id": CHECK, "entity_id": "12", "duration": "1h",
+                                                        "reason": "x" * 900})
+        assert added.status_code == 201, added.text
+        sid = added.json()["id"]
+    try:
+        sign_in(driver, console, "admin")
+        open_from_nav(driver, console)
+        driver.find_element(By.LINK_TEXT, "Silences").click()
+        cell = css(driver, f'tr.silence-row[data-id="{sid}"] td.reason', "the long reason")
+        widths = driver.execute_script("""
+            const cell = arguments[0], root = document.documentElement;
+            return [cell.scrollWidth, cell.clientWidth, root.scrollWidth, root.clientWidth];""", cell)
+        assert widths[0] <= widths[1] and widths[2] <= widths[3], widths
+        driver.switch_to.default_content()
+        driver.save_screenshot(str(shots / "console-long-reason.png"))
+
+        driver.switch_to.frame(css(driver, "iframe"))
+        driver.find_element(By.LINK_TEXT, "Alerts now").click()
+        runbook = css(driver, f'tr.alert[data-check="{CHECK}"] a[target="_blank"]', "a runbook link")
+        before = set(driver.window_handles)
+        runbook.click()
+        wait(driver, "the runbook in a new tab", lambda d: len(set(d.window_handles) - before) == 1)
+        [tab] = set(driver.window_handles) - before
+        driver.switch_to.window(tab)
+        driver.close()
+        driver.switch_to.window(before.pop())
+        driver.switch_to.frame(css(driver, "iframe"))
+        css(driver, f'tr.alert[data-check="{CHECK}"] a[target="_top"]', "an Airflow run link").click()
+        driver.switch_to.default_content()
+        wait(driver, "Airflow's run page at the top", lambda d: "/dags/loyalty_p1_checks/runs/" in d.current_url
+             and "/plugin/" not in d.current_url)
+    finally:
+        driver.switch_to.default_content()
+        with console.client("admin") as api:
+            api.delete(f"/loyalty/api/silences/{sid}")
+
+
+def test_an_expired_session_signs_in_again_and_comes_back(console, browser):
+    """A page opened with an expired (here: forged) session goes through Airflow's login
+    and back to that page, never to raw JSON."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(console.url + "/api/v2/monitor/health")
+    driver.delete_all_cookies()
+    driver.add_cookie({"name": "_token", "value": "e30.e30.expired", "path": "/"})
+    driver.get(console.url + f"/loyalty/checks/{CHECK}?days=30")
+    css(driver, "input[name=username]", "Airflow's login form").send_keys("viewer")
+    driver.find_element(By.CSS_SELECTOR, "input[name=password]").send_keys(PASSWORDS["viewer"])
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(driver, "the check page after signing in", lambda d: f"/loyalty/checks/{CHECK}" in d.current_url
+         and d.find_elements(By.CSS_SELECTOR, "svg#chart"))
+    assert "days=30" in driver.current_url
+    assert not driver.find_element(By.TAG_NAME, "body").text.lstrip().startswith("{")
+    # Signed in again as the viewer; the next test signs in as it needs.
+    driver.delete_all_cookies()
