@@ -46,8 +46,13 @@ def test_p1_routed_to_pagerduty_pages(db, run_dag, sink, site_catalog):
     assert slack["text"].startswith("[P1] FIRING: Rate limit spikes")
     assert sink.requests == []
 
-    run_dag(P1, T + H)  # still firing an hour later: a reminder goes to Slack, never a second page
-    assert sink.take("/pagerduty") == []
+    db.execute("INSERT INTO rate_limit_events (store_id, occurred_at, method, path)"
+               " SELECT 10, %s, 'POST', '/api/loyalty' FROM generate_series(1, 150)", (T + 30 * MIN,))
+    run_dag(P1, T + H)  # still firing an hour later: nothing new, no second page
+    assert sink.requests == []
+    run_dag(P1, T + 2 * H)  # quiet again: the incident resolves, on both channels
+    assert [p["event_action"] for p in bodies(sink, "/pagerduty")] == ["resolve"]
+    assert bodies(sink, "/slack/alerts")[0]["text"].startswith("[P1] RESOLVED: Rate limit spikes")
 
 
 def test_digest_shows_the_lifecycles_status(db, run_dag, sink, site_catalog):
