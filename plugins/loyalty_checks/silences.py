@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from loyalty_checks.catalog import catalog, parse_duration
+from loyalty_checks.store import silences as stored
+from loyalty_checks.units import parse_time
 
-COLUMNS = ("id", "check_id", "entity_id", "starts_at", "ends_at", "author", "reason")
 MAX_ENTITY_ID = 200
 MAX_REASON = 1000
 # The times a silence may name: a window of a year added to either end stays a datetime.
@@ -103,45 +104,26 @@ def add_silence(conn, check_id: str, reason: str, author: str, duration: str | N
     until = check_time(until, "until") if until is not None else None
     starts_at = check_time(starts_at, "starts_at") if starts_at is not None else None
     length = parse_duration(duration, "silence duration") if duration else None
-    with conn.transaction():
-        row = conn.execute(
-            """
-            INSERT INTO loyalty_monitoring.silences (check_id, entity_id, starts_at, ends_at, reason, author)
-            VALUES (%(check)s, %(entity)s, coalesce(%(starts)s::timestamptz, now()),
-                    coalesce(%(until)s::timestamptz, coalesce(%(starts)s::timestamptz, now()) + %(length)s::interval),
-                    %(reason)s, %(author)s)
-            RETURNING id, check_id, entity_id, starts_at, ends_at, author, reason
-            """,
-            {"check": check_id, "entity": entity_id or None, "until": until, "length": length, "starts": starts_at,
-             "reason": reason.strip(), "author": author.strip()}).fetchone()
-    return dict(zip(COLUMNS, row, strict=True))
+    return stored.add(conn, check_id, entity_id or None, reason.strip(), author.strip(), starts_at, until, length)
 
 
 def expire_silence(conn, silence_id: int) -> bool:
     """End a silence now; False if there is no such active silence."""
-    with conn.transaction():
-        row = conn.execute(
-            "UPDATE loyalty_monitoring.silences"
-            " SET starts_at = least(starts_at, now() - interval '1 microsecond'), ends_at = now()"
-            " WHERE id = %s AND ends_at > now() RETURNING id", (silence_id,)).fetchone()
-    return row is not None
+    return stored.expire(conn, silence_id)
 
 
 def list_silences(conn, include_ended: bool = False) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT id, check_id, entity_id, starts_at, ends_at, author, reason FROM loyalty_monitoring.silences"
-        " WHERE %s OR ends_at > now() ORDER BY ends_at DESC, id", (include_ended,)).fetchall()
-    return [dict(zip(COLUMNS, r, strict=True)) for r in rows]
+    return stored.listed(conn, include_ended)
 
 
 def _time(text: str | None, field: str) -> dt.datetime | None:
     if not text:
         return None
     try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        t = parse_time(text)
     except ValueError:
         raise SilenceError(f"expected an ISO 8601 time like 2026-11-24T18:00Z, got {text!r}", field) from None
-    return check_time(t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc), field)
+    return check_time(t, field)
 
 
 def apply_request(conn, request: dict[str, Any]) -> list[dict[str, Any]]:
