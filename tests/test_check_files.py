@@ -192,7 +192,7 @@ MALFORMED = [
      f"{STEP1}, field 'expect.notify[0].event': Input should be 'trigger', 'update', 'reminder', 'escalate',"
      " 'resolve', 'error' or 'error_resolve', got 'fire'"),
     ("bad channel", ("channels: [slack]", "channels: [email]"),
-     f"{STEP1}, field 'expect.notify[0].channels[0]': Input should be 'pagerduty' or 'slack', got 'email'"),
+     f"{STEP1}, field 'expect.notify[0].channels[0]': unknown channel 'email' (registered: pagerduty, slack)"),
     ("unknown expect field", ("value: 130", "valeu: 130"),
      f"{STEP1}, field 'expect.valeu': unknown field (allowed: status, value, entities, notify)"),
     ("bad status", ("status: pending", "status: pendin"),

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Iterator
 
 from loyalty_checks.catalog import Check, DigestMetric
+from loyalty_checks.store import read_only
 
 
 @dataclass(frozen=True)
@@ -51,24 +52,9 @@ def sql_parameters(item: Check | DigestMetric, t: dt.datetime) -> dict[str, Any]
     return params
 
 
-def open_read_only(conn, statement_timeout: dt.timedelta, application_name: str) -> None:
-    """Start a read-only transaction with a statement timeout, in UTC, named for the DBA."""
-    with conn.cursor() as cur:
-        cur.execute("SET TRANSACTION READ ONLY")
-        cur.execute(
-            "SELECT set_config('statement_timeout', %(timeout)s, true),"
-            " set_config('application_name', %(app)s, true),"
-            " set_config('TimeZone', 'UTC', true)",
-            {"timeout": f"{int(statement_timeout.total_seconds() * 1000)}ms", "app": application_name[:63]},
-        )
-
-
 def fetch(conn, sql: str, params: dict[str, Any], timeout: dt.timedelta, app: str) -> tuple[list[str], list[tuple]]:
     """Run one query in its own read-only transaction (psycopg 3), always rolled back."""
-    if conn.info.transaction_status != 0:  # IDLE: SET TRANSACTION must open the transaction
-        conn.rollback()
-    with conn.transaction(force_rollback=True):
-        open_read_only(conn, timeout, app)
+    with read_only(conn, timeout, app):
         with conn.cursor() as cur:
             cur.execute(sql, params)
             if cur.description is None:
@@ -158,11 +144,8 @@ def measure_many(check: Check, times: Iterable[dt.datetime], conn, batch: int = 
     pending = iter(times)
     current = next(pending, None)
     while current is not None:
-        if conn.info.transaction_status != 0:  # IDLE: SET TRANSACTION must open the transaction
-            conn.rollback()
         try:
-            with conn.transaction(force_rollback=True):
-                open_read_only(conn, check.statement_timeout, f"loyalty_checks:backtest:{check.id}")
+            with read_only(conn, check.statement_timeout, f"loyalty_checks:backtest:{check.id}"):
                 with conn.cursor() as cur:
                     for _ in range(batch):
                         cur.execute(sql, sql_parameters(check, current), prepare=True)

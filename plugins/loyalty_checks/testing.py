@@ -156,6 +156,8 @@ def _describe(path: Path, raw: dict, exc: ValidationError) -> str:
         msg = f"unknown field{allowed}"
     elif err["type"] == "missing":
         msg = "is required"
+    elif err["type"] == "value_error":  # our validators say what they expected and what they got
+        msg = str(err["ctx"]["error"])
     else:
         msg = f"{err['msg']}, got {err['input']!r}"
     return f"{where} field {_field(loc)!r}: {msg}"
