@@ -79,7 +79,7 @@ def test_the_documented_import_map_is_the_codes():
     text = DOC.read_text(encoding="utf-8")
     documented = text.split(BEGIN)[1].split(END)[0].strip()
     assert documented == import_map(), ("docs/architecture.md's import map is out of date; print"
-                                       " tests.test_architecture.import_map() and paste it")
+                                       " python -m tests.test_architecture rewrites it")
 
 
 def test_only_the_store_reads_and_writes_loyalty_monitoring():
@@ -88,3 +88,8 @@ def test_only_the_store_reads_and_writes_loyalty_monitoring():
     outside = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                      if "store" not in p.relative_to(PACKAGE).parts[:1] and table.search(p.read_text(encoding="utf-8")))
     assert outside == []
+
+
+if __name__ == "__main__":  # python -m tests.test_architecture: rewrite the map in docs/architecture.md
+    head, rest = DOC.read_text(encoding="utf-8").split(BEGIN)
+    DOC.write_text(f"{head}{BEGIN}\n{import_map()}\n{END}{rest.split(END)[1]}", encoding="utf-8")

@@ -392,10 +392,7 @@ def plot_png(result: dict[str, Any], path_or_file) -> None:
 def _connection(check: Check, dsn: str | None):
     from loyalty_checks import connections
 
-    if dsn:
-        return quality.connection(dsn, "")
-    return quality.connection(None, connections.LOYALTY_DB if check.source == connections.LOYALTY_DB
-                              else quality.monitoring_conn_id(), check=check)
+    return connections.cli_db(dsn, None if dsn else connections.source_conn_id(check), check=check)
 
 
 class _Progress:

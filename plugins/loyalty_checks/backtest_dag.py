@@ -52,7 +52,7 @@ def run(context) -> dict[str, Any]:
     """The task: backtest, log the summary, store JSON and PNG; returns the stored row's id."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from loyalty_checks import connections, quality
+    from loyalty_checks import connections
     from loyalty_checks.backtest import BacktestError, plot_png, report_text, resolve, run_backtest, without_series
     from loyalty_checks.store import backtests
 
@@ -65,7 +65,7 @@ def run(context) -> dict[str, Any]:
         raise AirflowFailException(f"bad backtest request: {exc}") from None
     requested_by = (context["params"].get("requested_by") or getattr(dag_run, "triggering_user_name", None)
                     or "airflow")
-    source = connections.LOYALTY_DB if check.source == connections.LOYALTY_DB else quality.monitoring_conn_id()
+    source = connections.source_conn_id(check)
     try:
         with connections.postgres(source, check=check) as conn:
             result = run_backtest(request["check"], request["start"], request["end"], request["overrides"], conn,

@@ -220,6 +220,33 @@ def monitoring_db(timeouts: DbTimeouts | None = None, *, check=None) -> Iterator
         yield conn
 
 
+def source_conn_id(check) -> str:
+    """The connection a check's SQL reads: loyalty_db, or the alert state for its `source`."""
+    return LOYALTY_DB if check.source == LOYALTY_DB else monitoring_conn_id()
+
+
+@contextmanager
+def cli_db(dsn: str | None, conn_id: str | None = None, *, check=None) -> Iterator[Any]:
+    """A connection for the command-line tools (quality, backtest, silences): `dsn`, a libpq
+    URI, as given (autocommit, the loyalty_monitoring tables ensured); else the Airflow
+    connection `conn_id` with the package's time limits (those of `check`'s query when
+    given), or the alert state (`monitoring_db`) without one. Closed afterwards."""
+    if dsn:
+        import psycopg
+
+        from loyalty_checks.store import ensure_schema
+
+        with psycopg.connect(dsn, application_name="loyalty_checks:cli", autocommit=True) as conn:
+            ensure_schema(conn)
+            yield conn
+    elif conn_id is None:
+        with monitoring_db() as conn:
+            yield conn
+    else:
+        with postgres(conn_id, check=check) as conn:
+            yield conn
+
+
 def forget_schemas() -> None:
     """Forget which databases have the schema (tests that drop and recreate databases)."""
     _schema_ready.clear()

@@ -22,9 +22,8 @@ import json
 import statistics
 import sys
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from loyalty_checks import units
 from loyalty_checks.channels import registry
@@ -240,33 +239,9 @@ def parse_time(text: str, what: str) -> dt.datetime:
         raise UsageError(f"{what}: {exc}") from None
 
 
-@contextmanager
-def connection(dsn: str | None, conn_id: str, check=None) -> Iterator[Any]:
-    """A psycopg connection, closed afterwards: `dsn`, else the Airflow connection `conn_id`
-    with the package's time limits (connections.py; those of `check`'s query when given)."""
-    if dsn:
-        import psycopg
-
-        with psycopg.connect(dsn, application_name="loyalty_checks:cli") as conn:
-            yield conn
-        return
-    from loyalty_checks import connections
-
-    with connections.postgres(conn_id, check=check) as conn:
-        yield conn
-
-
-def monitoring_conn_id() -> str:
-    """loyalty_monitoring_db, or loyalty_db when no separate connection is defined."""
-    from loyalty_checks import connections
-
-    try:
-        return connections.monitoring_conn_id()
-    except Exception:  # noqa: BLE001 - no Airflow configuration at all: the state lives in loyalty_db
-        return connections.LOYALTY_DB
-
-
 def main(argv: list[str] | None = None) -> int:
+    from loyalty_checks import connections
+
     ap = argparse.ArgumentParser(prog="python -m loyalty_checks.quality", description=__doc__.split("\n\n")[0])
     ap.add_argument("--since", default="28d", help="a duration before now (28d) or an ISO time (default 28d)")
     ap.add_argument("--until", help=argparse.SUPPRESS)   # for tests and reports of a past period
@@ -289,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     import psycopg
 
     try:
-        with connection(args.dsn, "" if args.dsn else monitoring_conn_id()) as conn:
+        with connections.cli_db(args.dsn) as conn:
             result = history(conn, since, until, args.check)
     except psycopg.errors.UndefinedTable as exc:
         print(f"quality: {exc.diag.message_primary}: no check has recorded anything in this database"

@@ -19,8 +19,7 @@ import argparse
 import datetime as dt
 import re
 import sys
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from loyalty_checks.catalog import catalog, parse_duration
 from loyalty_checks.store import silences as stored
@@ -147,24 +146,9 @@ def apply_request(conn, request: dict[str, Any]) -> list[dict[str, Any]]:
     raise SilenceError(f"unknown action {action!r} (add, expire, list)")
 
 
-@contextmanager
-def _connection(dsn: str | None) -> Iterator[Any]:
-    if not dsn:
-        from loyalty_checks import connections
-
-        with connections.monitoring_db() as conn:
-            yield conn
-        return
-    import psycopg
-
-    from loyalty_checks.store import ensure_schema
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        ensure_schema(conn)
-        yield conn
-
-
 def main(argv: list[str] | None = None) -> int:
+    from loyalty_checks import connections
+
     ap = argparse.ArgumentParser(prog="python -m loyalty_checks.silences", description=__doc__.splitlines()[0])
     ap.add_argument("--dsn", help="loyalty_monitoring_db as a libpq URI (default: the Airflow connection)")
     sub = ap.add_subparsers(dest="action", required=True)
@@ -183,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("silence_id", type=int)
     args = ap.parse_args(argv)
     try:
-        with _connection(args.dsn) as conn:
+        with connections.cli_db(args.dsn) as conn:
             for row in apply_request(conn, vars(args)):
                 print("  ".join(f"{k}={v}" for k, v in row.items()))
     except SilenceError as exc:
