@@ -14,6 +14,8 @@ import math
 import textwrap
 from typing import Any
 
+from loyalty_checks.channels import registry
+
 EVENT_STYLE = {   # marker, colour, label
     "trigger": ("^", "#d62728", "trigger"),
     "update": ("D", "#ff7f0e", "update"),
@@ -79,7 +81,8 @@ def plot_png(result: dict[str, Any], path_or_file) -> None:
     by_event: dict[str, list[dt.datetime]] = {}
     for n in result["notifications"]:
         by_event.setdefault(n["event"], []).append(_t(n["t"]))
-    pages = [_t(n["t"]) for n in result["notifications"] if "pagerduty" in n["channels"]]
+    pager = registry.pager()
+    pages = [_t(n["t"]) for n in result["notifications"] if pager in n["channels"]]
     for event, ts in by_event.items():
         marker, colour, label = EVENT_STYLE.get(event, ("s", "#17becf", event))
         ax.scatter(ts, [0.96] * len(ts), transform=trans, marker=marker, s=70, color=colour, zorder=5,

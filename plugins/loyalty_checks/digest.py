@@ -23,6 +23,7 @@ from loyalty_checks.text import format_threshold, format_time, format_value, sla
 
 log = logging.getLogger(__name__)
 DIGEST_ID = "weekly_digest"
+DIGEST_CHANNEL = "slack"  # the registered channel the digest goes out on (connection slack_loyalty_reports)
 STATUS_ICON = {"firing": "🔴", "pending": "🟡", "ok": "🟢", "no_data": "⚪", "error": "⚠️", None: "⚠️"}
 SECTION_MAX = 3000
 
@@ -107,7 +108,7 @@ def post(cat: Catalog, metrics: dict[str, Any] | None, context) -> bool:
         silences = [(s["check_id"], s["entity_id"], s["ends_at"], s["author"], s["reason"])
                     for s in sorted(reports.silences_active_at(conn, ref.t), key=lambda s: (s["check_id"], s["id"]))]
         body = digest_message(cat, ref.t, evaluations, metrics, open_alerts, silences, _quality(conn, ref.t, cat))
-        slack = channels.get("slack", connections.SLACK_REPORTS)  # the Slack channel, to the reports' webhook
+        slack = channels.get(DIGEST_CHANNEL, connections.SLACK_REPORTS)  # to the reports' webhook
         key = NotificationKey(DIGEST_ID, ref.t, DIGEST, slack.name)
         sent = once(conn, key, ref.run_id, lambda: slack.post(body, cat.dags[Severity.P2].http_timeout.total_seconds()))
     if not sent:

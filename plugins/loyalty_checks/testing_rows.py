@@ -21,10 +21,11 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from loyalty_checks import units
+
 UTC = dt.timezone.utc
 SCHEMAS = ("public", "loyalty_monitoring")
 RELATIVE = re.compile(r"^T\s*(?:([+-])\s*(\d+)\s*([smhdw]))?$")
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 MAX_REPEAT = 100_000
 
 
@@ -38,16 +39,13 @@ def parse_time(value: Any, t: dt.datetime | None = None) -> dt.datetime:
     m = RELATIVE.match(text) if text else None
     if m and t is not None:
         sign, amount, unit = m.groups()
-        delta = dt.timedelta(**{UNITS[unit]: int(amount)}) if unit else dt.timedelta(0)
+        delta = units.duration(f"{amount}{unit}") if unit else dt.timedelta(0)
         return t - delta if sign == "-" else t + delta
     try:
-        parsed = dt.datetime.fromisoformat(text) if text and not m else None
+        return units.parse_time(text if not m else None)
     except ValueError:
-        parsed = None
-    if parsed is None:
         relative = " or relative to T: T, T-30m, T+2h, T-7d (units s, m, h, d, w)" if t is not None else ""
-        raise ValueError(f"bad time {value!r}: expected ISO 8601 such as 2026-11-16T10:00:00Z{relative}")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        raise ValueError(f"bad time {value!r}: expected ISO 8601 such as 2026-11-16T10:00:00Z{relative}") from None
 
 
 @dataclass(frozen=True)
