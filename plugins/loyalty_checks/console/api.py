@@ -74,19 +74,39 @@ def filter_checks(viewer: Viewer, check_id: str | None, severity: str | None, da
     return cat, checks
 
 
-@router.get("/alerts", responses={200: {"model": Alerts}})
-def get_alerts(viewer: Reader,
+ALERTS_PAGE = 100       # alerts per page of GET /api/alerts by default
+MAX_ALERTS_PAGE = 1000  # and at most
+PAGE_HEADERS = {
+    "Link": {"schema": {"type": "string"}, "description": '`<URL of the next page>; rel="next"` (absent on the last page)'},
+    "X-Total-Count": {"schema": {"type": "integer"}, "description": "How many alerts there are on all pages"},
+}
+
+
+@router.get("/alerts", responses={200: {"model": Alerts, "headers": PAGE_HEADERS}})
+def get_alerts(request: Request, viewer: Reader,
                check_id: Annotated[str | None, Query(max_length=63)] = None,
                severity: Literal["P0", "P1", "P2"] | None = None,
                dag_id: Annotated[str | None, Query(max_length=250)] = None,
                state: Literal["firing", "pending"] | None = None,
-               limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-               offset: Annotated[int, Query(ge=0)] = 0):
-    """Every alert now firing or pending, P0 first (optionally one check, severity, DAG or state; paged)."""
+               limit: Annotated[int, Query(ge=1, le=MAX_ALERTS_PAGE, description=(
+                   f"alerts per page: {ALERTS_PAGE} by default, at most {MAX_ALERTS_PAGE}"))] = ALERTS_PAGE,
+               offset: Annotated[int, Query(ge=0, le=10**9, description=(
+                   "how many alerts of the ranking to skip (the `next` link carries it)"))] = 0):
+    """Every alert now firing or pending, P0 first (optionally one check, severity, DAG or state), one page at
+    a time: `limit` alerts from `offset`. `total` counts the alerts of all pages; `next` is the URL of the
+    next page, null on the last one (also as the `Link: <...>; rel="next"` and `X-Total-Count` headers)."""
     cat, checks = filter_checks(viewer, check_id, severity, dag_id)
     with db.connection() as conn, db.reading(conn):
-        alerts, counts = service.alerts_page(conn, cat, checks, state, offset, limit or 1_000_000, t=now())
-    return json_response({"alerts": alerts, "total": counts["total"], "offset": offset})
+        alerts, counts = service.alerts_page(conn, cat, checks, state, offset, limit, t=now())
+    total = counts["total"]
+    following = str(request.url.include_query_params(offset=offset + limit, limit=limit)) \
+        if offset + limit < total else None
+    response = json_response({"alerts": alerts, "total": total, "offset": offset, "limit": limit,
+                              "next": following})
+    response.headers["X-Total-Count"] = str(total)
+    if following:
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return response
 
 
 @router.get("/checks", responses={200: {"model": Checks}})

@@ -66,20 +66,30 @@ def _reduce(points: list[tuple[float, float | None]], columns: int) -> list[tupl
     return out
 
 
-def _notification_marks(notes: list[dict[str, Any]], x_of) -> list[dict[str, Any]]:
-    """One mark per notification, or per 3 pixels when they are denser (a year of them)."""
-    marks: dict[int, dict[str, Any]] = {}
+NOTE_PIXELS, NOTE_LINES = 3, 5  # one notification mark per 3 pixels at most, naming 5 at most
+
+
+def _group_notifications(notes: list[dict[str, Any]], x_of) -> list[dict[str, Any]]:
+    """Notifications in groups of NOTE_PIXELS pixels, as service.page_history's
+    `notification_marks` are: {"n", "notes": the first NOTE_LINES}."""
+    groups: dict[int, dict[str, Any]] = {}
     for n in notes:
-        x = x_of(n["t"])
-        text = f"{n['event']} → {', '.join(n['channels']) or 'not sent'} at {n['t']}"
-        mark = marks.setdefault(int(x // 3), {"x": x, "event": n["event"], "lines": []})
-        mark["lines"].append(text)
+        group = groups.setdefault(int(x_of(n["t"]) // NOTE_PIXELS), {"n": 0, "notes": []})
+        group["n"] += 1
+        if len(group["notes"]) < NOTE_LINES:
+            group["notes"].append(n)
+    return list(groups.values())
+
+
+def _notification_marks(groups: list[dict[str, Any]], x_of) -> list[dict[str, Any]]:
+    """One mark per group of notifications (at the first), titled with the first few."""
     out = []
-    for mark in marks.values():
-        lines = mark.pop("lines")
-        mark["title"] = lines[0] if len(lines) == 1 else f"{len(lines)} notifications: " + "; ".join(lines[:5]) + (
-            " …" if len(lines) > 5 else "")
-        out.append(mark)
+    for group in groups:
+        first, count = group["notes"][0], group["n"]
+        lines = [f"{n['event']} → {', '.join(n['channels']) or 'not sent'} at {n['t']}" for n in group["notes"]]
+        title = lines[0] if count == 1 else f"{count} notifications: " + "; ".join(lines[:NOTE_LINES]) + (
+            " …" if count > NOTE_LINES else "")
+        out.append({"x": x_of(first["t"]), "event": first["event"], "title": title})
     return out
 
 
@@ -133,6 +143,13 @@ def build(history: dict[str, Any], threshold: float, recovery: float | None, sin
         x1, x2 = X(fx(_t(a))), X(fx(_t(b)))
         return {"x": x1, "width": max(x2 - x1, 1.5)}
 
+    def x_of(t: str) -> float:
+        return X(fx(_t(t)))
+
+    marks = history.get("notification_marks")  # grouped by PostgreSQL (service.page_history), or:
+    if marks is None:
+        marks = _group_notifications(history["notifications"], x_of)
+
     n_ticks = 6
     x_ticks = []
     for i in range(n_ticks + 1):
@@ -154,7 +171,7 @@ def build(history: dict[str, Any], threshold: float, recovery: float | None, sin
                       "title": f"silence #{s['id']} by {s['author']}: {s['reason']}"
                                + (f" (entity {s['entity_id']})" if s["entity_id"] else "")}
                      for s in history["silences"]],
-        "notifications": _notification_marks(history["notifications"], lambda t: X(fx(_t(t)))),
+        "notifications": _notification_marks(marks, x_of),
         "errors": [{"x": X(fx(_t(e["t"]))), "title": f"error at {e['t']}: {e['error'] or ''}"[:300]}
                    for e in evals if e["status"] == "error"],
         "empty": not evals,

@@ -235,9 +235,12 @@ class Alert(BaseModel):
 
 
 class Alerts(BaseModel):
+    """One page of the alerts (GET /api/alerts?limit=&offset=)."""
     alerts: list[Alert]
-    total: int
-    offset: int
+    total: int = Field(description="alerts on all pages")
+    offset: int = Field(description="alerts of the ranking before this page")
+    limit: int = Field(description="alerts per page (100 by default, at most 1000)")
+    next: str | None = Field(description="URL of the next page; null on the last page")
 
 
 class CheckSummary(BaseModel):

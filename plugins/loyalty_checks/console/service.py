@@ -16,13 +16,16 @@ from typing import Any, Iterable
 from urllib.parse import quote
 
 from loyalty_checks.catalog import SEVERITIES, Catalog, Check
+from loyalty_checks.console.chart import NOTE_LINES, NOTE_PIXELS
 from loyalty_checks.lifecycle import Silence, silence_active, silence_covers
 from loyalty_checks.store import console as store
 
 
 def iso(t: dt.datetime | None) -> str | None:
     """ISO 8601 in UTC with its zone, as everywhere in the API."""
-    return t.astimezone(dt.timezone.utc).isoformat() if t is not None else None
+    if t is None:
+        return None
+    return (t if t.tzinfo is dt.timezone.utc else t.astimezone(dt.timezone.utc)).isoformat()
 
 
 def number(v: Any) -> float | None:
@@ -36,12 +39,25 @@ def dag_of(cat: Catalog, check: Check) -> str:
     return cat.dags[check.severity].dag_id
 
 
+# urllib.parse.quote(text, safe="") of ASCII text, as one str.translate (a year of run ids
+# in the history API is 20,000 of them): every ASCII character but letters, digits and _.-~
+_PERCENT = {c: f"%{c:02X}" for c in range(128) if not (chr(c).isascii() and chr(c).isalnum()) and chr(c) not in "_.-~"}
+
+
+def _quote(text: str) -> str:
+    return text.translate(_PERCENT) if text.isascii() else quote(text, safe="")
+
+
 @lru_cache(maxsize=1024)
+def _dag_path(dag_id: str) -> str:
+    return f"dags/{_quote(dag_id)}/runs/"
+
+
 def run_path(dag_id: str | None, run_id: str | None) -> str | None:
     """The Airflow UI path of a run, relative to Airflow's base URL (no leading slash)."""
     if not dag_id or not run_id:
         return None
-    return f"dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    return _dag_path(dag_id) + _quote(run_id)
 
 
 def visible_checks(cat: Catalog, dag_ids: Iterable[str]) -> list[Check]:
@@ -160,10 +176,11 @@ def history(conn, check: Check, since: dt.datetime, until: dt.datetime | None, l
     return {
         "check_id": check.id, "since": iso(since), "until": iso(until), "truncated": truncated,
         "threshold": check.threshold, "comparison": check.comparison, "unit": check.unit,
-        "evaluations": [{"t": iso(e["t"]), "status": e["status"], "value": number(e["value"]),
-                         "alert_status": e["alert_status"], "error": e["error"], "silenced": e["silenced"],
-                         "entities_breaching": e["entities_breaching"], "entities_total": e["entities_total"],
-                         "run_id": e["run_id"], "run_path": run_path(e["dag_id"], e["run_id"])} for e in evals],
+        "evaluations": [{"t": iso(t), "status": status, "value": number(value), "alert_status": alert_status,
+                         "error": error, "silenced": silenced, "entities_breaching": breaching,
+                         "entities_total": total, "run_id": run_id, "run_path": run_path(dag_id, run_id)}
+                        for t, status, value, alert_status, error, silenced, dag_id, run_id, total, breaching
+                        in evals],
         "notifications": [{"t": iso(n["t"]), "event": n["event"], "channels": list(n["channels"]),
                            "failed": list(n["failed"]), "sent_at": iso(n["sent_at"]),
                            "last_error": n["last_error"], "run_id": n["run_id"]} for n in notes],
@@ -186,24 +203,27 @@ def silences(conn, checks: list[Check], t: dt.datetime | None = None) -> list[di
 
 def page_history(conn, check: Check, since: dt.datetime, until: dt.datetime, width: int,
                  changes: int) -> dict[str, Any]:
-    """What the check page draws: the evaluations in about `width` buckets (lowest and
-    highest value of each, so that a year stays one query and spikes stay visible), the
-    latest `changes` alert changes and errors, notifications and silences."""
+    """What the check page draws, thinned by PostgreSQL to what `width` pixels can show: the
+    evaluations per pixel column (lowest and highest value of each, so that a year of a P0
+    check stays 2 points a column and its spikes stay visible), the notifications per
+    NOTE_PIXELS columns (`notification_marks`: how many, the first few), the latest
+    `changes` alert changes and errors, the latest `changes` notifications (for the timeline,
+    which shows no more) and the silences."""
     seconds = max((until - since).total_seconds() / width, 1.0)
     evals = []
     for b in store.evaluation_buckets(conn, check.id, since, until, seconds):
         alert = "firing" if b["firing"] else "ok"
         if b["errors"] == b["n"]:
-            evals.append({"t": iso(b["t0"]), "value": None, "status": "error", "alert_status": alert,
+            evals.append({"t": iso(b["error_t"]), "value": None, "status": "error", "alert_status": alert,
                           "error": b["error"]})
             continue
-        status = "firing" if b["firing"] else "ok"
         points = [(b["t0"], b["vmin"]), (b["t1"], b["vmax"])] if b["n"] > 1 else [(b["t0"], b["vmin"])]
-        evals += [{"t": iso(t), "value": number(v), "status": status, "alert_status": alert, "error": None}
+        evals += [{"t": iso(t), "value": number(v), "status": alert, "alert_status": alert, "error": None}
                   for t, v in points]
         if b["errors"]:
-            evals.append({"t": iso(b["t1"]), "value": None, "status": "error", "alert_status": alert,
+            evals.append({"t": iso(b["error_t"]), "value": None, "status": "error", "alert_status": alert,
                           "error": b["error"]})
+    marks = store.notification_buckets(conn, check.id, since, until, seconds * NOTE_PIXELS, NOTE_LINES)
     return {
         "evaluations": evals,
         "changes": [{"t": iso(c["t"]), "status": c["status"], "value": number(c["value"]),
@@ -212,6 +232,7 @@ def page_history(conn, check: Check, since: dt.datetime, until: dt.datetime, wid
                     for c in store.alert_changes(conn, check.id, since, until, changes)],
         "notifications": [{"t": iso(n["t"]), "event": n["event"], "channels": list(n["channels"]),
                            "failed": list(n["failed"]), "last_error": n["last_error"]}
-                          for n in store.notifications(conn, check.id, since, until)],
+                          for n in store.notifications(conn, check.id, since, until, newest=changes)],
+        "notification_marks": [{"n": m["n"], "notes": m["notes"]} for m in marks],
         "silences": [silence_json(s) for s in store.silences_between(conn, check.id, since, until)],
     }

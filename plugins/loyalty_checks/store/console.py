@@ -64,26 +64,33 @@ def latest_evaluations(conn, check_ids: Sequence[str]) -> dict[str, dict[str, An
     return {r.pop("check_id"): r for r in rows}
 
 
+EVALUATION = ("t", "status", "value", "alert_status", "error", "silenced", "dag_id", "run_id", "entities_total",
+              "entities_breaching")
+
+
 def evaluations(conn, check_id: str, since: dt.datetime, until: dt.datetime | None,
-                limit: int) -> tuple[list[dict[str, Any]], bool]:
-    """The evaluations of one check in [since, until], oldest first, at most the latest `limit`;
-    and whether older ones were left out."""
-    rows = _rows(conn, """
-        SELECT evaluated_at AS t, status, value, alert_status, threshold, error, silenced,
+                limit: int) -> tuple[list[tuple], bool]:
+    """The evaluations of one check in [since, until], oldest first, at most the latest `limit`,
+    as tuples of EVALUATION (20,000 of them are the history API's default); and whether older
+    ones were left out."""
+    rows = conn.execute("""
+        SELECT evaluated_at AS t, status, value, alert_status, error, silenced,
                dag_id, run_id, entities_total, jsonb_array_length(entities) AS entities_breaching
         FROM loyalty_monitoring.evaluations
         WHERE check_id = %(check)s AND evaluated_at >= %(since)s
           AND (%(until)s::timestamptz IS NULL OR evaluated_at <= %(until)s)
         ORDER BY evaluated_at DESC LIMIT %(limit)s
-        """, {"check": check_id, "since": since, "until": until, "limit": limit + 1})
+        """, {"check": check_id, "since": since, "until": until, "limit": limit + 1}).fetchall()
     truncated = len(rows) > limit
     return rows[:limit][::-1], truncated
 
 
-def notifications(conn, check_id: str, since: dt.datetime, until: dt.datetime | None) -> list[dict[str, Any]]:
-    """Notifications of one check decided in [since, until], oldest first: one row per event
-    with the channels it reached (`channels`) and those it did not (`failed`)."""
-    return _rows(conn, """
+def notifications(conn, check_id: str, since: dt.datetime, until: dt.datetime | None,
+                  newest: int | None = None) -> list[dict[str, Any]]:
+    """Notifications of one check decided in [since, until], oldest first (only the `newest`
+    ones when given): one row per event with the channels it reached (`channels`) and those it
+    did not (`failed`)."""
+    found = _rows(conn, """
         SELECT evaluated_at AS t, event,
                coalesce(array_agg(channel ORDER BY channel) FILTER (WHERE sent_at IS NOT NULL), '{}') AS channels,
                coalesce(array_agg(channel ORDER BY channel) FILTER (WHERE sent_at IS NULL), '{}') AS failed,
@@ -92,8 +99,29 @@ def notifications(conn, check_id: str, since: dt.datetime, until: dt.datetime | 
         WHERE check_id = %(check)s AND evaluated_at >= %(since)s
           AND (%(until)s::timestamptz IS NULL OR evaluated_at <= %(until)s)
         GROUP BY evaluated_at, event
-        ORDER BY evaluated_at, event
-        """, {"check": check_id, "since": since, "until": until})
+        ORDER BY evaluated_at DESC, event DESC LIMIT %(newest)s
+        """, {"check": check_id, "since": since, "until": until, "newest": newest})
+    return found[::-1]
+
+
+def notification_buckets(conn, check_id: str, since: dt.datetime, until: dt.datetime, seconds: float,
+                         first: int = 5) -> list[dict[str, Any]]:
+    """Notifications of one check decided in [since, until] in buckets of `seconds` from
+    `since` (a few pixels of a chart), oldest first: how many (`n`), and the `first` of them
+    as {"t", "event", "channels"} (the channels reached), oldest first."""
+    return _rows(conn, """
+        SELECT count(*) AS n,
+               to_jsonb((array_agg(jsonb_build_object('t', t, 'event', event, 'channels', channels)
+                                   ORDER BY t, event))[1:%(first)s]) AS notes
+        FROM (SELECT evaluated_at AS t, event,
+                     coalesce(array_agg(channel ORDER BY channel) FILTER (WHERE sent_at IS NOT NULL), '{}')
+                         AS channels
+              FROM loyalty_monitoring.notifications
+              WHERE check_id = %(check)s AND evaluated_at >= %(since)s AND evaluated_at <= %(until)s
+              GROUP BY evaluated_at, event) x
+        GROUP BY date_bin(make_interval(secs => %(seconds)s), t, %(since)s)
+        ORDER BY min(t)
+        """, {"check": check_id, "since": since, "until": until, "seconds": seconds, "first": first})
 
 
 def silences_between(conn, check_id: str, since: dt.datetime, until: dt.datetime | None) -> list[dict[str, Any]]:
@@ -131,18 +159,29 @@ def silence_exists(conn, silence_id: int, t: dt.datetime | None = None) -> dict[
 
 def evaluation_buckets(conn, check_id: str, since: dt.datetime, until: dt.datetime,
                        seconds: float) -> list[dict[str, Any]]:
-    """The evaluations of one check in [since, until] in buckets of `seconds`, oldest first:
-    first and last T, lowest and highest value, whether the alert fired, errors."""
-    return _rows(conn, """
+    """The evaluations of one check in [since, until] in buckets of `seconds` from `since`
+    (a pixel column of a chart), oldest first: first and last T, lowest and highest value,
+    whether the alert fired, how many and how many errors, the first error's T and message.
+
+    A year of a P0 check is 105,120 rows: one hash aggregate over narrow columns (no ordered
+    aggregate, which would sort them all), then the few error messages by primary key."""
+    buckets = _rows(conn, """
         SELECT min(evaluated_at) AS t0, max(evaluated_at) AS t1, min(value) AS vmin, max(value) AS vmax,
                bool_or(alert_status = 'firing') AS firing, count(*) AS n,
                count(*) FILTER (WHERE status = 'error') AS errors,
-               (array_agg(error ORDER BY evaluated_at) FILTER (WHERE status = 'error'))[1] AS error
+               min(evaluated_at) FILTER (WHERE status = 'error') AS error_t
         FROM loyalty_monitoring.evaluations
         WHERE check_id = %(check)s AND evaluated_at >= %(since)s AND evaluated_at <= %(until)s
-        GROUP BY date_bin(make_interval(secs => %(seconds)s), evaluated_at, timestamptz '2000-01-01')
+        GROUP BY date_bin(make_interval(secs => %(seconds)s), evaluated_at, %(since)s)
         ORDER BY t0
         """, {"check": check_id, "since": since, "until": until, "seconds": seconds})
+    error_ts = [b["error_t"] for b in buckets if b["errors"]]
+    messages = dict(conn.execute(
+        "SELECT evaluated_at, error FROM loyalty_monitoring.evaluations"
+        " WHERE check_id = %s AND evaluated_at = ANY(%s)", (check_id, error_ts)).fetchall()) if error_ts else {}
+    for b in buckets:
+        b["error"] = messages.get(b["error_t"])
+    return buckets
 
 
 SCAN_LIMIT = 20_000  # evaluations the timeline looks through: 70 days of a P0 check, 2 years of a P1 check
@@ -211,8 +250,8 @@ _ALERT = """c.info || jsonb_build_object(
 # that a silence may cover (kind 1): one pass over the alerts for both.
 _PAGE = _RANKED + (  # noqa: S608 - constants only, no input
     """
-    , page AS (SELECT * FROM a ORDER BY """ + _ORDER + """ OFFSET %(offset)s LIMIT %(limit)s
-    ), counts AS (
+    , page AS MATERIALIZED (SELECT * FROM a ORDER BY """ + _ORDER + """ OFFSET %(offset)s LIMIT %(limit)s
+    ), counts AS MATERIALIZED (  -- once, not once per row of the page
         SELECT count(*) AS total, count(*) FILTER (WHERE state = 'firing') AS firing,
                count(*) FILTER (WHERE state = 'pending') AS pending
         FROM a
