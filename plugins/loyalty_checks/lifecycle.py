@@ -152,12 +152,15 @@ class CheckState:
     escalated: bool = False
     error_since: str | None = None            # T of the first error of the current streak
     last_t: str | None = None                 # T of the latest applied outcome
+    acknowledged_by: str | None = None        # who acknowledged the firing episode (cleared on resolve)
+    acknowledged_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"status": str(self.status), "since": self.since, "firing_since": self.firing_since,
                 "alerts": {k: a.to_json() for k, a in self.alerts.items()}, "announced": list(self.announced),
                 "last_notified_at": self.last_notified_at, "escalated": self.escalated,
-                "error_since": self.error_since, "last_t": self.last_t}
+                "error_since": self.error_since, "last_t": self.last_t,
+                "acknowledged_by": self.acknowledged_by, "acknowledged_at": self.acknowledged_at}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> CheckState:
@@ -167,7 +170,8 @@ class CheckState:
                    alerts={k: Alert.from_json(v) for k, v in (data.get("alerts") or {}).items()},
                    announced=list(data.get("announced") or []), last_notified_at=data.get("last_notified_at"),
                    escalated=bool(data.get("escalated")), error_since=data.get("error_since"),
-                   last_t=data.get("last_t"))
+                   last_t=data.get("last_t"), acknowledged_by=data.get("acknowledged_by"),
+                   acknowledged_at=data.get("acknowledged_at"))
 
     def copy(self) -> CheckState:
         return replace(self, alerts={k: replace(a, entity=dict(a.entity)) for k, a in self.alerts.items()},
@@ -181,6 +185,22 @@ def initial_state() -> CheckState:
 # RECONSTRUCTED by the console session (issue 17): copying its lifecycle.py over this file at
 # 23:53 UTC erased an uncommitted shown_status() that digest.py, quality.py and testing.py
 # import. This is a best guess from testing.status_after and the call sites; check it.
+ACKNOWLEDGED, ALREADY, NOT_FIRING = "acknowledged", "already acknowledged", "not firing"
+
+
+def acknowledge(state: CheckState, actor: str, at: dt.datetime) -> tuple[CheckState, str]:
+    """Someone is on the firing episode: no reminders and no escalation until it resolves.
+    Returns the new state and what happened (ACKNOWLEDGED, ALREADY, NOT_FIRING); only
+    ACKNOWLEDGED changes the state."""
+    if state.status != Status.FIRING or not state.announced:
+        return state, NOT_FIRING
+    if state.acknowledged_by:
+        return state, ALREADY
+    state = state.copy()
+    state.acknowledged_by, state.acknowledged_at = actor, _iso(at)
+    return state, ACKNOWLEDGED
+
+
 def shown_status(outcome_status: str | None, alert_status: str | None) -> str | None:
     """The status shown for a check after an evaluation: no_data / error for such an
     outcome, else the check's alert status as the lifecycle decided it (ok, pending, firing)."""
@@ -200,15 +220,17 @@ class Notification:
     firing: list[dict[str, Any]] = field(default_factory=list)     # all announced firing alerts, worst first
     recovered: list[dict[str, Any]] = field(default_factory=list)  # alerts that recovered
     firing_since: str | None = None
+    acknowledged: dict[str, str] | None = None  # {"by", "at"} when the episode was acknowledged
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": str(self.event), "channels": list(self.channels), "new": self.new, "firing": self.firing,
-                "recovered": self.recovered, "firing_since": self.firing_since}
+                "recovered": self.recovered, "firing_since": self.firing_since, "acknowledged": self.acknowledged}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Notification:
         return cls(Event(data["event"]), list(data["channels"]), list(data.get("new") or []),
-                   list(data.get("firing") or []), list(data.get("recovered") or []), data.get("firing_since"))
+                   list(data.get("firing") or []), list(data.get("recovered") or []), data.get("firing_since"),
+                   data.get("acknowledged"))
 
 
 @dataclass
@@ -422,13 +444,15 @@ def _announce(check: Check, state: CheckState, gone: dict[str, dict[str, Any]], 
 
     note = None
     if event:
+        acked = {"by": state.acknowledged_by, "at": state.acknowledged_at} if state.acknowledged_by else None
         note = Notification(
             event, channels(check, event, state.escalated),
             new=_ranked(check, state, new), firing=_ranked(check, state, told),
             recovered=sorted((gone[k] for k in recovered if k in gone), key=lambda e: str(e.get("name"))),
-            firing_since=episode_start if event == RESOLVE else state.firing_since)
+            firing_since=episode_start if event == RESOLVE else state.firing_since, acknowledged=acked)
     if event == RESOLVE or not told:
         state.announced, state.last_notified_at, state.escalated = [], None, False
+        state.acknowledged_by = state.acknowledged_at = None  # a later trigger starts unacknowledged
     else:
         state.announced = sorted(told)
         if event:
@@ -445,12 +469,13 @@ def _choose_event(check: Check, state: CheckState, announced: set, new: set, rec
         event = RESOLVE
     elif new or recovered:
         event = UPDATE
-    elif told - quiet and check.repeat_after is not None:
+    elif told - quiet and check.repeat_after is not None and not state.acknowledged_by:
         last = _time(state.last_notified_at)
         if last is None or t - last >= check.repeat_after:
-            event = REMINDER
+            event = REMINDER  # never while acknowledged: someone is on it
     if (event in (None, REMINDER, TRIGGER, UPDATE) and told - quiet and check.escalate_after is not None
-            and not state.escalated and t - _time(state.firing_since) >= check.escalate_after):
+            and not state.escalated and not state.acknowledged_by
+            and t - _time(state.firing_since) >= check.escalate_after):
         state.escalated = True
         event = event if event in (TRIGGER, UPDATE) else ESCALATE
     return event

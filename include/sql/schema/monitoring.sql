@@ -1,5 +1,5 @@
 -- The package's own tables in loyalty_monitoring_db, created on first use
--- (loyalty_checks/state.py runs this file under an advisory lock; it is idempotent).
+-- (loyalty_checks/store/__init__.py runs this file under an advisory lock; it is idempotent).
 
 -- Only when missing: CREATE SCHEMA needs CREATE on the database even when the schema
 -- exists, and the least-privilege role (monitoring_role.sql) only owns the schema.
@@ -88,3 +88,37 @@ CREATE TABLE IF NOT EXISTS loyalty_monitoring.backtests (
     plot          bytea                   -- PNG
 );
 CREATE INDEX IF NOT EXISTS backtests_check_time ON loyalty_monitoring.backtests (check_id, created_at DESC);
+
+-- What people did to an alert (acknowledge, silence), from Slack or the console: the
+-- check's history shows it. `dedup_key` applies a redelivered Slack action once.
+CREATE TABLE IF NOT EXISTS loyalty_monitoring.actions (
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    check_id    text        NOT NULL,
+    action      text        NOT NULL,   -- ack | silence_1h | silence_4h | silence_24h | silence
+    actor       text        NOT NULL,   -- slack:<user id> or the console user
+    source      text        NOT NULL CHECK (source IN ('slack', 'console')),
+    at          timestamptz NOT NULL DEFAULT now(),
+    detail      jsonb       NOT NULL DEFAULT '{}',
+    dedup_key   text        UNIQUE
+);
+CREATE INDEX IF NOT EXISTS actions_check_time ON loyalty_monitoring.actions (check_id, at DESC);
+
+-- The Slack messages of each check posted through the Web API: actions update them in place.
+CREATE TABLE IF NOT EXISTS loyalty_monitoring.slack_messages (
+    channel_id    text        NOT NULL,
+    ts            text        NOT NULL,
+    check_id      text        NOT NULL,
+    evaluated_at  timestamptz NOT NULL,
+    event         text        NOT NULL,
+    body          jsonb       NOT NULL,   -- what was posted (chat.update rewrites it)
+    posted_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (channel_id, ts)
+);
+CREATE INDEX IF NOT EXISTS slack_messages_check ON loyalty_monitoring.slack_messages (check_id, posted_at DESC);
+
+-- Long-running components outside Airflow (the Slack actions listener) say they are alive.
+CREATE TABLE IF NOT EXISTS loyalty_monitoring.heartbeats (
+    component  text        PRIMARY KEY,
+    beat_at    timestamptz NOT NULL,
+    detail     jsonb       NOT NULL DEFAULT '{}'
+);

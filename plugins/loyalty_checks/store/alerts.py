@@ -57,6 +57,12 @@ def locked_state(conn, check_id: str) -> Iterator[CheckState]:
         yield CheckState.from_json(row[0])
 
 
+def save_state(conn, check_id: str, state: CheckState) -> None:
+    """Replace the lifecycle state of a check outside an evaluation (an acknowledgement)."""
+    conn.execute("UPDATE loyalty_monitoring.check_state SET lifecycle = %s, updated_at = now() WHERE check_id = %s",
+                 (json.dumps(state.to_json()), check_id))
+
+
 def decided_before(conn, check_id: str, t: dt.datetime) -> tuple[str, list[dict[str, Any]]] | None:
     """(status, notifications) of the outcome already recorded for (check, T), if any."""
     row = conn.execute("SELECT status, notifications FROM loyalty_monitoring.evaluations"
