@@ -200,3 +200,22 @@ def test_an_unknown_route_names_the_registered_channels(raw):
         parse_catalog(raw, Path("c.yaml"))
     assert str(err.value) == ("c.yaml: dags.P1, field 'routes': unknown route 'teams' (allowed: pagerduty, slack,"
                               " digest)") or "unknown route 'teams' (allowed: pagerduty, slack, digest)" in str(err.value)
+
+
+@pytest.mark.parametrize("value,message", [
+    ({"allowed_users": ["bob"]}, "field 'slack_actions.allowed_users': expected Slack ids like U0123ABCD, got 'bob'"),
+    ({"allowed_usergroups": "S1"}, "field 'slack_actions.allowed_usergroups': expected a list of Slack ids, got str 'S1'"),
+    ({"allowed_user": ["U1"]}, "unknown field 'allowed_user'"),
+])
+def test_slack_actions_who_may_act_is_validated(raw, value, message):
+    raw["slack_actions"] = value
+    with pytest.raises(CatalogError) as err:
+        parse_catalog(raw, Path("c.yaml"))
+    assert message in str(err.value)
+
+
+def test_slack_actions_default_to_everyone_in_the_channel(raw):
+    assert parse_catalog(raw, Path("c.yaml")).slack_actions.allowed_users is None
+    raw["slack_actions"] = {"allowed_users": ["U0ONCALL1"], "allowed_usergroups": ["S0ONCALL"]}
+    acting = parse_catalog(raw, Path("c.yaml")).slack_actions
+    assert acting.allowed_users == ("U0ONCALL1",) and acting.allowed_usergroups == ("S0ONCALL",)

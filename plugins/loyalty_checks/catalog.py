@@ -309,6 +309,28 @@ class DigestMetric(_Model):
         return self.sql_dir / self.sql
 
 
+def _slack_ids(prefix: str, example: str):
+    def check(value: Any) -> tuple[str, ...]:
+        if not isinstance(_required(value), (list, tuple)):
+            raise ValueError(f"expected a list of Slack ids, got {_got(value)}")
+        for item in value:
+            if not isinstance(item, str) or not re.fullmatch(rf"{prefix}[A-Z0-9]{{2,30}}", item):
+                raise ValueError(f"expected Slack ids like {example}, got {item!r}")
+        return tuple(value)
+    return check
+
+
+class SlackActions(_Model):
+    """Who may act on an alert from Slack (shared/spec/slack-actions.md); both absent: every
+    member of the channel."""
+    allowed_users: Annotated[tuple[str, ...] | None, BeforeValidator(lambda v: None if v is None else _slack_ids("[UW]", "U0123ABCD")(v)),
+                             _schema(type="array", items={"type": "string", "pattern": "^[UW][A-Z0-9]{2,30}$"})] = Field(
+        None, description="Slack user ids (U…, W…) who may acknowledge and silence")
+    allowed_usergroups: Annotated[tuple[str, ...] | None, BeforeValidator(lambda v: None if v is None else _slack_ids("S", "S0123ABCD")(v)),
+                                  _schema(type="array", items={"type": "string", "pattern": "^S[A-Z0-9]{2,30}$"})] = Field(
+        None, description="Slack user group ids (S…) whose members may")
+
+
 class CatalogFile(_Model):
     """include/checks.yaml."""
     model_config = ConfigDict(extra="forbid", frozen=True, title="Loyalty check catalog")
@@ -329,6 +351,8 @@ class CatalogFile(_Model):
     dags: dict[Annotated[str, BeforeValidator(_one_of(SEVERITIES)), _enum(SEVERITIES)], DagSpec]
     checks: list[Check]
     digest_metrics: list[DigestMetric] = Field(default_factory=list)
+    slack_actions: SlackActions = Field(default_factory=SlackActions,
+                                        description="acting on alerts from Slack: who may")
 
 
 _COMPARE = {
@@ -359,6 +383,7 @@ class Catalog:
     grafana_url: str | None = None
     sql_dir: Path = SQL_DIR
     db_pool_slots: int = 4
+    slack_actions: SlackActions = field(default_factory=SlackActions)
 
     def for_severity(self, severity: str) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.severity == severity)
@@ -393,7 +418,7 @@ def _where(data: Any, loc: tuple, where: str) -> tuple[str, str | None]:
         kind = "check" if head == "checks" else "digest metric"
         label = f"{kind} {ident!r}" if isinstance(ident, str) and ident else f"{head}[{rest[0]}]"
         return f"{where}: {label}", str(rest[1]) if len(rest) > 1 else None
-    return where, str(head)
+    return where, ".".join(str(part) for part in loc)
 
 
 def _error(exc: ValidationError, data: Any, where: str) -> CatalogError:
@@ -492,7 +517,8 @@ def parse_catalog(data: Any, path: Path) -> Catalog:
     return Catalog(path=path, runbook_url=parsed.runbook_url.rstrip("#"), entity_cap=parsed.entity_cap, dags=dags,
                    checks=tuple(checks), raw_checks=raw_checks, sql_dir=sql_dir, db_pool_slots=parsed.db_pool_slots,
                    digest_metrics=tuple(m.model_copy(update={"sql_dir": sql_dir}) for m in parsed.digest_metrics),
-                   grafana_url=parsed.grafana_url.rstrip("/") if parsed.grafana_url else None)
+                   grafana_url=parsed.grafana_url.rstrip("/") if parsed.grafana_url else None,
+                   slack_actions=parsed.slack_actions)
 
 
 def with_overrides(cat: Catalog, check_id: str, overrides: dict[str, Any], where: str = "overrides") -> Check:
