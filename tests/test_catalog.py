@@ -183,6 +183,7 @@ def test_escalation_to_a_channel_the_check_already_pages_on_is_moot(raw):
 def test_routing_p1_to_pagerduty_changes_no_other_check(raw):
     """dags.P1.routes: [pagerduty, slack] loads although p0_checks_stale (P1) has its own
     escalate_after: it now pages at once, and nothing else had to be edited."""
+    raw = copy.deepcopy(raw)
     from loyalty_checks.lifecycle import TRIGGER, channels, channels_used
 
     assert any(c.get("escalate_after") for c in raw["checks"] if c["severity"] == "P1")
@@ -195,6 +196,7 @@ def test_routing_p1_to_pagerduty_changes_no_other_check(raw):
 
 
 def test_an_unknown_route_names_the_registered_channels(raw):
+    raw = copy.deepcopy(raw)
     raw["dags"]["P1"]["routes"] = ["pagerduty", "teams"]
     with pytest.raises(CatalogError) as err:
         parse_catalog(raw, Path("c.yaml"))
@@ -208,6 +210,7 @@ def test_an_unknown_route_names_the_registered_channels(raw):
     ({"allowed_user": ["U1"]}, "unknown field 'allowed_user'"),
 ])
 def test_slack_actions_who_may_act_is_validated(raw, value, message):
+    raw = copy.deepcopy(raw)
     raw["slack_actions"] = value
     with pytest.raises(CatalogError) as err:
         parse_catalog(raw, Path("c.yaml"))
@@ -215,6 +218,7 @@ def test_slack_actions_who_may_act_is_validated(raw, value, message):
 
 
 def test_slack_actions_default_to_everyone_in_the_channel(raw):
+    raw = copy.deepcopy(raw)
     assert parse_catalog(raw, Path("c.yaml")).slack_actions.allowed_users is None
     raw["slack_actions"] = {"allowed_users": ["U0ONCALL1"], "allowed_usergroups": ["S0ONCALL"]}
     acting = parse_catalog(raw, Path("c.yaml")).slack_actions
