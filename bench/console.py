@@ -217,7 +217,9 @@ def report(rows: list[dict], counts: dict[str, int], entities: int, days: int, r
               "for the silenced count (PostgreSQL only hands over the keys a silence may cover). The check page's "
               "chart is thinned by PostgreSQL: one hash aggregate per pixel column (lowest and highest value, "
               "whether the alert fired, errors) instead of sorting a year of evaluations, and one group of "
-              "notifications per 3 pixels; the timeline reads only the newest 200 notifications.", ""]
+              "notifications per 3 pixels; the timeline reads only the newest 200 notifications. The history API "
+              "over a year answers its default `limit` of 20,000 evaluations, about 6 MB of JSON: building and "
+              "sending that is most of its time (ask for less with `limit`, or walk back with `until`).", ""]
     return "\n".join(lines)
 
 
