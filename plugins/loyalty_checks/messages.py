@@ -119,8 +119,57 @@ def _section(text: str | None) -> list[dict[str, Any]]:
     return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}] if text else []
 
 
-def slack_message(n: Notice) -> dict[str, Any]:
-    """The Slack webhook body (text + Block Kit) for one notice."""
+# The buttons of an alert message posted through the Web API (shared/spec/slack-actions.md).
+ACK = "loyalty_ack"
+SILENCE_BUTTONS = (("loyalty_silence_1h", "Silence 1h"), ("loyalty_silence_4h", "Silence 4h"),
+                   ("loyalty_silence_24h", "Silence 24h"))
+ACTIONABLE = (TRIGGER, UPDATE, REMINDER, ESCALATE)
+
+
+def actor_text(actor: str) -> str:
+    """`slack:U123` as a Slack mention, anyone else (a console user) as written."""
+    return f"<@{actor.removeprefix('slack:')}>" if actor.startswith("slack:") else slack_escape(actor)
+
+
+def acknowledged_line(by: str, at: dt.datetime | str) -> str:
+    at = dt.datetime.fromisoformat(at) if isinstance(at, str) else at
+    return f"Acknowledged by {actor_text(by)} at {at.astimezone(dt.timezone.utc):%H:%M} UTC"
+
+
+def silenced_line(by: str, until: dt.datetime) -> str:
+    return f"Silenced until {format_time(until)} by {actor_text(by)}"
+
+
+def action_buttons(check_id: str, console_url: str | None) -> list[dict[str, Any]]:
+    """Acknowledge, Silence 1h / 4h / 24h (value: the check id), and the check's console page."""
+    buttons: list[dict[str, Any]] = [
+        {"type": "button", "action_id": ACK, "text": {"type": "plain_text", "text": "Acknowledge"},
+         "style": "primary", "value": check_id}]
+    buttons += [{"type": "button", "action_id": aid, "text": {"type": "plain_text", "text": label}, "value": check_id}
+                for aid, label in SILENCE_BUTTONS]
+    if console_url:
+        buttons.append({"type": "button", "action_id": "loyalty_console", "text": {"type": "plain_text",
+                        "text": "Console"}, "url": console_url})
+    return buttons
+
+
+def acted(body: dict[str, Any], line: str, used: str) -> dict[str, Any]:
+    """A posted message after an action (chat.update): the button just used is gone (a
+    silence takes all three silence buttons), and a context line says who did what."""
+    gone = {used} | ({aid for aid, _ in SILENCE_BUTTONS} if used in dict(SILENCE_BUTTONS) else set())
+    blocks = []
+    for block in body.get("blocks") or []:
+        if block.get("type") == "actions":
+            block = {**block, "elements": [e for e in block["elements"] if e.get("action_id") not in gone]}
+        blocks.append(block)
+    at = next((i for i, b in enumerate(blocks) if b.get("type") == "actions"), len(blocks))
+    blocks.insert(at, {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]})
+    return {**body, "blocks": blocks}
+
+
+def slack_message(n: Notice, interactive: bool = False, console_url: str | None = None) -> dict[str, Any]:
+    """The Slack body (text + Block Kit) for one notice; `interactive` (posted through the
+    Web API): the alert events carry the action buttons in the block `loyalty/<check id>`."""
     c, kind = n.check, n.check.entity or "entity"
     headline = _HEADLINE[n.event].format(sev=c.severity, title=c.title)
     blocks: list[dict[str, Any]] = [
@@ -161,10 +210,17 @@ def slack_message(n: Notice) -> dict[str, Any]:
         text = f"[{c.severity}] CHECK RUNS AGAIN: {c.title} — {n.value_text}"
         blocks += _section(f"The check evaluates again: {value}.")
     blocks += _section(_silence_lines(n))
-    blocks.append({"type": "actions", "elements": [
-        {"type": "button", "text": {"type": "plain_text", "text": "Runbook"}, "url": n.runbook_url},
-        {"type": "button", "text": {"type": "plain_text", "text": "Airflow run"}, "url": n.run_url},
-    ]})
+    acknowledged = (n.decided or {}).get("acknowledged")
+    if acknowledged:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": acknowledged_line(
+            acknowledged["by"], acknowledged["at"])}]})
+    links = [{"type": "button", "text": {"type": "plain_text", "text": "Runbook"}, "url": n.runbook_url},
+             {"type": "button", "text": {"type": "plain_text", "text": "Airflow run"}, "url": n.run_url}]
+    if interactive and n.event in ACTIONABLE:
+        buttons = [b for b in action_buttons(c.id, console_url) if not (acknowledged and b.get("action_id") == ACK)]
+        blocks.append({"type": "actions", "block_id": f"loyalty/{c.id}", "elements": buttons + links})
+    else:
+        blocks.append({"type": "actions", "elements": links})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                    f"{c.severity} · `{c.id}` · {n.dag_id}"}]})
     return {"text": truncate(text, SLACK_TEXT_MAX), "blocks": blocks}
