@@ -155,7 +155,8 @@ def test_generation_is_fast_and_deterministic(conn):
     started = time.monotonic()
     counts = generate(conn, T)
     elapsed = time.monotonic() - started
-    assert elapsed < 5, f"generate() took {elapsed:.1f} s"
+    # About 3 s on the 2-core machine alone; 20 s holds when it is busy and still catches a generator gone row by row.
+    assert elapsed < 20, f"generate() took {elapsed:.1f} s"
     assert counts["merchants"] == 20 and counts["stores"] == 40 and counts["loyalty_cards"] == 3000
 
     fingerprint = ("SELECT md5(string_agg(concat_ws(',', card_id, kind, stamps, points, created_at), ';'"

@@ -7,6 +7,9 @@ monitoring database that goes silent inside the state write, a Slack or a PagerD
 accept and never answer. Each test asserts what arrived (error pages per check, no false
 alert, the page not delayed by Slack) and bounds how long it took by the catalog's budget
 (generously: these are bounds, not benchmarks; `python -m bench.faults` prints the figures).
+Each bound has BUSY seconds more than the budget: on a busy 2-core machine (another test
+suite running) dag.test's own work between the tasks is slower, while a guard that does
+not work hangs until the run's timeout or for ever, far past any of these bounds.
 
 The catalog of these tests is a copy of include/checks.yaml with short P0 numbers
 (statement 2 s, connect 2 s, grace 1 s, HTTP 1 s); test_done_when.py runs the real one.
@@ -35,6 +38,8 @@ ERROR_PAGES = {f"loyalty/{c.id}/error" for c in load_catalog(DEFAULT_CATALOG).fo
                if c.source == "loyalty_db"}
 SHORT_P0 = {"statement_timeout": "2s", "connect_timeout": "2s", "grace": "1s", "http_timeout": "1s",
             "retries": 0, "retry_delay": "1s", "run_timeout": "4m"}
+BUSY = 10.0  # seconds a busy machine may add to a bound (see the module doc)
+GONE_WITHIN = 60  # seconds for the server to end a cut session (3 s idle_in_transaction_session_timeout, when idle)
 
 
 def record_timing(case: str, seconds: float) -> None:
@@ -149,11 +154,11 @@ def test_a_query_on_a_link_gone_silent_fails_within_statement_timeout_plus_grace
                 threading.Timer(0.5, db_proxy.blackhole).start()
                 conn.execute("SELECT pg_sleep(1.5), 1")  # the answer comes back to a proxy that swallows it
             took = time.monotonic() - started
-        assert took < limits.answer_within + limits.cancel_within + 2, took
+        assert took < limits.answer_within + limits.cancel_within + BUSY, took
         record_timing("guard: query on a link gone silent fails (statement 2 s + grace 1 s)",
                       time.monotonic() - started - 0.5)
         # Nothing is left running on the server: the session ends by idle_in_transaction_session_timeout.
-        assert wait_until(lambda: not backends(pg, loyalty_db, "loyalty_checks:guard_test"), 15), \
+        assert wait_until(lambda: not backends(pg, loyalty_db, "loyalty_checks:guard_test"), GONE_WITHIN), \
             backends(pg, loyalty_db, "loyalty_checks:guard_test")
         admin.execute("SELECT 1")
 
@@ -165,7 +170,7 @@ def test_a_server_that_accepts_and_never_answers_fails_at_connect(pg, loyalty_db
         with pytest.raises(psycopg.OperationalError, match="timeout"):
             with connections.postgres("loyalty_db", budget.DbTimeouts(connect_timeout=2, statement_timeout=5, grace=1)):
                 pass
-        assert time.monotonic() - started < 2 + 3
+        assert time.monotonic() - started < 2 + BUSY
         record_timing("guard: server silent at connect fails (connect_timeout 2 s)", time.monotonic() - started)
         assert proxy.accepted == 1
 
@@ -258,10 +263,11 @@ def test_partition_mid_query_reports_both_errors_within_the_budget(healthy, shor
     b = budget.dag_budget(spec, short_budget.for_severity("P0"))
     bound = sum(b.tasks[c]["measure"].worst.total_seconds() + b.tasks[c]["report_error"].worst.total_seconds()
                 for c in (STALE, WALLET))
-    assert last_page - loyalty_db_via.went_silent_at < bound, (last_page - loyalty_db_via.went_silent_at, bound)
+    assert last_page - loyalty_db_via.went_silent_at < bound + BUSY, (last_page - loyalty_db_via.went_silent_at, bound)
     record_timing("loyalty_db partition mid-query (both checks, dag.test)", last_page - loyalty_db_via.went_silent_at)
     # Nothing left running on the production database.
-    assert wait_until(lambda: not backends(pg, loyalty_db, "loyalty_checks:%"), 15), backends(pg, loyalty_db, "loyalty_checks:%")
+    assert wait_until(lambda: not backends(pg, loyalty_db, "loyalty_checks:%"), GONE_WITHIN), \
+        backends(pg, loyalty_db, "loyalty_checks:%")
 
 
 def test_silent_at_connect_reports_both_errors_within_the_budget(healthy, short_budget, loyalty_db_via, run_dag,
@@ -275,7 +281,7 @@ def test_silent_at_connect_reports_both_errors_within_the_budget(healthy, short_
     assert loyalty_db_via.accepted >= 2  # each check connected, and was never answered
     b = budget.dag_budget(short_budget.dags["P0"], short_budget.for_severity("P0"))
     bound = 2 * (b.tasks[STALE]["measure"].worst + b.tasks[STALE]["report_error"].worst).total_seconds()
-    assert last_page - loyalty_db_via.went_silent_at < bound
+    assert last_page - loyalty_db_via.went_silent_at < bound + BUSY
     record_timing("loyalty_db silent at connect (both checks, dag.test)", last_page - loyalty_db_via.went_silent_at)
 
 
@@ -322,7 +328,7 @@ def test_monitoring_db_silent_mid_transaction_still_pages_the_firing_check(db, s
     page_at = got[0][0]
     b = budget.dag_budget(short_budget.dags["P0"], short_budget.for_severity("P0"))
     bound = (b.tasks[STALE]["measure"].worst + b.tasks[STALE]["notify"].worst).total_seconds()
-    assert page_at - db_proxy.went_silent_at < bound
+    assert page_at - db_proxy.went_silent_at < bound + BUSY
     record_timing("monitoring db silent mid-transaction (fail-open page, dag.test)", page_at - db_proxy.went_silent_at)
 
 
@@ -372,8 +378,8 @@ def test_slack_silent_on_a_firing_check_does_not_block_the_page(short_budget, ht
     spec = short_budget.dags["P0"]
     tries = [at for at, what in http_proxy.events if what.startswith("accept")]
     assert len(tries) == budget.HTTP_ATTEMPTS
-    assert tries[-1] - tries[0] < budget.send_seconds(spec)  # cut off by the HTTP timeout, within the budget
-    assert pages(arrivals)[0][0] - started < 60
+    assert tries[-1] - tries[0] < budget.send_seconds(spec) + BUSY  # cut off by the HTTP timeout, within the budget
+    assert pages(arrivals)[0][0] - started < 60 + BUSY
 
 
 def test_pagerduty_silent_is_cut_off_retried_and_reported_red(short_budget, http_proxy, db, run_dag, arrivals,
@@ -388,7 +394,7 @@ def test_pagerduty_silent_is_cut_off_retried_and_reported_red(short_budget, http
     assert dr.state == "failed"
     tries = [at for at, what in http_proxy.events if what.startswith("accept")]
     assert len(tries) == budget.HTTP_ATTEMPTS
-    assert tries[-1] - tries[0] < budget.send_seconds(short_budget.dags["P0"])
+    assert tries[-1] - tries[0] < budget.send_seconds(short_budget.dags["P0"]) + BUSY
     error = db.execute("SELECT last_error FROM loyalty_monitoring.notifications WHERE channel = 'pagerduty'").fetchone()[0]
     assert "no success after 3 attempts" in error and "imed out" in error, error
     [slack] = [b for _, p, b in arrivals if p.startswith("/slack")]

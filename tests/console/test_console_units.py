@@ -18,12 +18,12 @@ def test_importing_the_plugin_is_cheap_and_touches_no_database(tmp_path):
     probe = f"""
 import json, sys, time
 import airflow.plugins_manager  # what every Airflow component has loaded already
-start = time.perf_counter()
+start = time.process_time()  # CPU time: what the import costs, not what other processes take of the machine
 import importlib.util
 spec = importlib.util.spec_from_file_location("loyalty_console_plugin", {str(ROOT / "plugins" / "loyalty_console_plugin.py")!r})
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-elapsed = time.perf_counter() - start
+elapsed = time.process_time() - start
 from loyalty_checks.console import db
 print(json.dumps({{"seconds": elapsed, "psycopg": "psycopg" in sys.modules, "schema_ready": db._schema_ready.is_set(),
                   "plugin": module.LoyaltyConsolePlugin.name}}))
@@ -38,7 +38,7 @@ print(json.dumps({{"seconds": elapsed, "psycopg": "psycopg" in sys.modules, "sch
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["plugin"] == "loyalty_console"
     assert report["psycopg"] is False and report["schema_ready"] is False
-    assert report["seconds"] < 2.0, report
+    assert report["seconds"] < 2.0, report  # CPU seconds, not wall time: other work on the machine does not count
 
 
 def _history(evals, notes=(), silences=()):

@@ -58,11 +58,11 @@ def test_demo_ui_prints_working_credentials_and_stops_its_tree_on_sigterm(tmp_pa
         assert len(tree) >= 3  # standalone and its components
         stopped = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        proc.wait(timeout=120)
         took = time.monotonic() - stopped
         alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert alive == [], [(p.pid, p.cmdline()[:4]) for p in alive]
-        assert took < 45, took
+        assert took < 90, took  # a clean stop takes seconds; a busy machine may take more; a hang never ends
         assert "Stopped." in out_path.read_text()
     finally:
         for p in [*tree, psutil.Process(proc.pid) if proc.poll() is None else None]:
