@@ -170,6 +170,20 @@ def console(pg, dagbag, tmp_path_factory):
         pg.drop_database(db_name)
 
 
+@pytest.fixture(scope="module")
+def admin(console):
+    """A client of the console signed in as admin (role admin: may add silences)."""
+    with console.client("admin") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def viewer(console):
+    """A client of the console signed in as viewer (role viewer: reads only)."""
+    with console.client("viewer") as c:
+        yield c
+
+
 def _wait_healthy(server: Console) -> None:
     import httpx
 

@@ -19,18 +19,6 @@ MANY = "low_enrollment"  # a check per merchant (lowest value worst) without ale
 N = 250
 
 
-@pytest.fixture(scope="module")
-def viewer(console):
-    with console.client("viewer") as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def admin(console):
-    with console.client("admin") as c:
-        yield c
-
-
 @pytest.fixture
 def many_alerts(console, pg):
     """N pending alerts of MANY (entities e000..e249), as lifecycle.py stores them."""

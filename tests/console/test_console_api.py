@@ -23,18 +23,6 @@ def until_in(hours: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def admin(console):
-    with console.client("admin") as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def viewer(console):
-    with console.client("viewer") as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def anonymous(console):
     with console.client() as c:
         yield c

@@ -32,18 +32,6 @@ def _in(hours: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def admin(console):
-    with console.client("admin") as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def viewer(console):
-    with console.client("viewer") as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def viewer_page(console):
     """A browser-like client of the viewer: the UI's cookie, asking for HTML."""
     with console.client() as c:
