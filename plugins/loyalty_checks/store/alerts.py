@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 from loyalty_checks.catalog import Check
 from loyalty_checks.evaluate import Evaluation, MeasurementError
-from loyalty_checks.lifecycle import CheckState, Decision, Known, Silence
+from loyalty_checks.lifecycle import CheckState, Decision, Known, Silence, silence_active
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,12 @@ class NotificationKey:
 
 
 def active_silences(conn, check_id: str, t: dt.datetime) -> list[Silence]:
+    """The check's silences in force at T: those not ended at T (the query's bound), in force
+    as lifecycle.silence_active says (the console asks the same)."""
     rows = conn.execute(
-        "SELECT id, check_id, entity_id, ends_at, author, reason FROM loyalty_monitoring.silences"
-        " WHERE check_id = %s AND starts_at <= %s AND ends_at > %s ORDER BY id", (check_id, t, t)).fetchall()
-    return [Silence(*row) for row in rows]
+        "SELECT id, check_id, entity_id, ends_at, author, reason, starts_at FROM loyalty_monitoring.silences"
+        " WHERE check_id = %s AND ends_at > %s ORDER BY id", (check_id, t)).fetchall()
+    return [s for s in (Silence(*row) for row in rows) if silence_active(s, t)]
 
 
 @contextmanager
