@@ -71,3 +71,20 @@ def test_digest_shows_the_lifecycles_status(db, run_dag, sink, site_catalog):
     [digest] = bodies(sink, "/slack/reports")
     assert ": 1 of " in digest["text"]
     assert "🔴 *<" in digest["blocks"][1]["text"]["text"]
+
+
+def test_a_check_runs_only_where_its_required_connection_exists(db, run_dag, sink, monkeypatch):
+    """slack_actions_stale (requires_connection: slack_loyalty_socket): skipped without the
+    connection; with it and no listener heartbeat ever, it fires."""
+    import json
+
+    dr, states = run_dag(P1, T)
+    assert dr.state == "success"
+    assert states["slack_actions_stale.measure"] == "skipped"
+    assert states["slack_actions_stale.notify_slack"] == "skipped"
+    assert sink.requests == []
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_LOYALTY_SOCKET", json.dumps({"conn_type": "slack", "password": "xapp-1"}))
+    dr, states = run_dag(P1, T + H)
+    assert states["slack_actions_stale.measure"] == "success"
+    [slack] = bodies(sink, "/slack/alerts")
+    assert slack["text"] == "[P1] FIRING: Slack actions listener down — no data (threshold > 5 min)"

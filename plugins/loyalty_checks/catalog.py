@@ -61,6 +61,7 @@ SOURCES = ("loyalty_db", "loyalty_monitoring_db")
 LIFECYCLE_FIELDS = ("for_runs", "clear_runs", "repeat_after", "escalate_after")
 ENTITY_KINDS = (None, "store", "merchant", "provider")
 CHECK_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 
 
 class CatalogError(ValueError):
@@ -141,6 +142,12 @@ def _sql_file(value: Any, info: ValidationInfo) -> str:
 def route_names() -> tuple[str, ...]:
     """What a route may name: every registered channel (channels/), and the weekly digest."""
     return (*channels.names(), DIGEST)
+
+
+def _conn_id(value: Any) -> str:
+    if not isinstance(value, str) or not CONN_ID.match(value):
+        raise ValueError(f"expected an Airflow connection id, got {value!r}")
+    return value
 
 
 def _routes(value: Any) -> tuple[str, ...]:
@@ -269,6 +276,9 @@ class Check(_Model):
                       _schema(type="array", items={"enum": list(route_names())})] = Field(
         None, description="where notifications go; default: the DAG's routes")
     connect_timeout: OptionalDuration = Field(None, description="overrides the DAG's database connect timeout")
+    requires_connection: Annotated[str | None, BeforeValidator(lambda v: None if v is None else _conn_id(v)),
+                                   _schema(type=["string", "null"], pattern=CONN_ID.pattern)] = Field(
+        None, description="an Airflow connection id: the check runs only where it is defined (skipped elsewhere)")
     window_text: SkipJsonSchema[str | None] = Field(None, exclude=True)  # the window as written
     sql_dir: SkipJsonSchema[Path] = Field(SQL_DIR, exclude=True)  # the catalog's SQL folder
 

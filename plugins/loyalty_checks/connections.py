@@ -186,6 +186,18 @@ def postgres(conn_id: str, timeouts: DbTimeouts | None = None, *, check=None) ->
         conn.close()
 
 
+def defined(conn_id: str) -> bool:
+    """Whether the Airflow connection exists (run time only: never while a DAG file is parsed)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
 def monitoring_conn_id() -> str:
     """loyalty_monitoring_db, or loyalty_db when no separate connection is defined."""
     from airflow.sdk import BaseHook

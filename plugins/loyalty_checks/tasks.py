@@ -114,6 +114,10 @@ class CheckMetricOperator(BaseOperator):
         from loyalty_checks.lifecycle import channels_used
 
         check = catalog().check(self.check_id)
+        if check.requires_connection and not connections.defined(check.requires_connection):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"no {check.requires_connection!r} connection here: {check.id} does not apply")
         measurement = self.measure(check, context)
         try:
             channels = decide(check, measurement, context)
