@@ -182,9 +182,6 @@ def initial_state() -> CheckState:
     return CheckState()
 
 
-# RECONSTRUCTED by the console session (issue 17): copying its lifecycle.py over this file at
-# 23:53 UTC erased an uncommitted shown_status() that digest.py, quality.py and testing.py
-# import. This is a best guess from testing.status_after and the call sites; check it.
 ACKNOWLEDGED, ALREADY, NOT_FIRING = "acknowledged", "already acknowledged", "not firing"
 
 

@@ -45,6 +45,7 @@ Reader = Annotated[Viewer, Depends(api_reader)]
 Writer = Annotated[Viewer, Depends(api_writer)]
 DEFAULT_HISTORY = dt.timedelta(days=7)
 MAX_HISTORY_POINTS = 200_000
+DEFAULT_HISTORY_POINTS = 2_500  # a week of a P0 check (2,016); older ones on request (`limit`), flagged `truncated`
 
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
@@ -121,7 +122,7 @@ def get_checks(viewer: Reader):
 def get_history(check_id: Annotated[str, Path(max_length=63)], viewer: Reader,
                 since: Annotated[Time | None, Query(description="ISO 8601 with a zone; default 7 days ago")] = None,
                 until: Annotated[Time | None, Query(description="ISO 8601 with a zone; default now")] = None,
-                limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_POINTS)] = 20_000):
+                limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_POINTS)] = DEFAULT_HISTORY_POINTS):
     """A check's evaluations, notifications and silences since `since`."""
     _, check = visible_check(viewer, check_id)
     since = since or now() - DEFAULT_HISTORY
