@@ -81,10 +81,17 @@ def settle(check: Check, outcome: Evaluation | MeasurementError, t: dt.datetime,
 def deliver(conn, notice, channel: str, run_id: str) -> bool:
     """Send one notice on one channel at most once; True if it was sent now."""
     from loyalty_checks import channels
-    from loyalty_checks.store import alerts
+    from loyalty_checks.store import actions, alerts
 
     key = alerts.NotificationKey(notice.check.id, notice.t, str(notice.event), channel)
-    return alerts.once(conn, key, run_id, lambda: channels.get(channel).send(notice))
+
+    def send() -> None:
+        receipt = channels.get(channel).send(notice)
+        if receipt:  # where the message is (Slack: channel and ts), to update it in place later
+            actions.remember_message(conn, receipt["channel"], receipt["ts"], notice.check.id, notice.t,
+                                     str(notice.event), receipt["body"])
+
+    return alerts.once(conn, key, run_id, send)
 
 
 class MemoryStore:

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 HTTP_TIMEOUT = 10  # seconds per request when the caller gives none (the catalog's http_timeout otherwise)
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 # The channels that ship with the package: the modules that register them.
-BUILTIN = ("loyalty_checks.channels.pagerduty", "loyalty_checks.channels.slack_webhook")
+BUILTIN = ("loyalty_checks.channels.pagerduty", "loyalty_checks.channels.slack")
 
 
 class DeliveryError(RuntimeError):
@@ -43,13 +43,17 @@ class Channel:
         """The body of one notice on this channel (pure)."""
         raise NotImplementedError
 
-    def post(self, body: dict[str, Any], timeout: float | None = None) -> None:
-        """Send a rendered body; raise DeliveryError when it could not be delivered."""
+    def post(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any] | None:
+        """Send a rendered body; raise DeliveryError when it could not be delivered. Return a
+        receipt saying where the message is (Slack's Web API: its channel and ts), or None."""
         raise NotImplementedError
 
-    def send(self, notice) -> None:
-        self.post(self.render(notice), notice.http_timeout)
+    def send(self, notice) -> dict[str, Any] | None:
+        """Render and post one notice; the post's receipt with the body sent, or None."""
+        body = self.render(notice)
+        receipt = self.post(body, notice.http_timeout)
         log.info("%s %s of %s sent", self.name, notice.event, notice.check.id)
+        return {**receipt, "body": body} if receipt else None
 
 
 REGISTRY: dict[str, type[Channel]] = {}
