@@ -86,15 +86,25 @@ def start(data_dir: str | Path | None = None, keep: bool = False) -> PgServer:
                     admin_db="postgres", _embedded=server)
 
 
+SLACK_BOT_TOKEN, SLACK_ALERTS_CHANNEL = "xoxb-test", "C0ALERTS"  # the Web API variant of the alerts connection
+
+
+def slack_web_api_conn(sink_url: str, channel: str = SLACK_ALERTS_CHANNEL, token: str = SLACK_BOT_TOKEN) -> str:
+    """`slack_loyalty_alerts` as a Web API connection (type `slack`) to the sink's `/api/`."""
+    return json.dumps({"conn_type": "slack", "password": token,
+                       "extra": {"channel": channel, "base_url": f"{sink_url}/api/"}})
+
+
 def connection_env(pg: PgServer, loyalty_db: str, sink_url: str, routing_key: str,
-                   monitoring_db: str | None = None, slack_channels: tuple[str, str] = ("alerts", "reports")
-                   ) -> dict[str, str]:
-    """AIRFLOW_CONN_* variables of checks.md: the databases on `pg`, Slack and PagerDuty at `sink_url`."""
+                   monitoring_db: str | None = None, slack_channels: tuple[str, str] = ("alerts", "reports"),
+                   slack_web_api: bool = False) -> dict[str, str]:
+    """AIRFLOW_CONN_* variables of checks.md: the databases on `pg`, Slack and PagerDuty at `sink_url`
+    (alerts through an incoming webhook, or with `slack_web_api` through the Web API)."""
     alerts, reports = slack_channels
     return {
         "AIRFLOW_CONN_LOYALTY_DB": pg.airflow_conn(loyalty_db),
         "AIRFLOW_CONN_LOYALTY_MONITORING_DB": pg.airflow_conn(monitoring_db or loyalty_db),
-        "AIRFLOW_CONN_SLACK_LOYALTY_ALERTS": json.dumps(
+        "AIRFLOW_CONN_SLACK_LOYALTY_ALERTS": slack_web_api_conn(sink_url) if slack_web_api else json.dumps(
             {"conn_type": "slackwebhook", "password": f"{sink_url}/slack/{alerts}"}),
         "AIRFLOW_CONN_SLACK_LOYALTY_REPORTS": json.dumps(
             {"conn_type": "slackwebhook", "password": f"{sink_url}/slack/{reports}"}),

@@ -95,11 +95,13 @@ def sink():
 ROUTING_KEY = "test-routing-key-0123456789"
 
 
-def connection_env(pg: PgServer, loyalty_db: str, sink_url: str, monitoring_db: str | None = None) -> dict:
-    """AIRFLOW_CONN_* variables of checks.md pointing at test servers."""
+def connection_env(pg: PgServer, loyalty_db: str, sink_url: str, monitoring_db: str | None = None,
+                   slack_web_api: bool = False) -> dict:
+    """AIRFLOW_CONN_* variables of checks.md pointing at test servers (Slack alerts through
+    the Web API with `slack_web_api`, else the incoming webhook)."""
     from demo.embedded_pg import connection_env as env
 
-    return env(pg, loyalty_db, sink_url, ROUTING_KEY, monitoring_db)
+    return env(pg, loyalty_db, sink_url, ROUTING_KEY, monitoring_db, slack_web_api=slack_web_api)
 
 
 @pytest.fixture
@@ -107,6 +109,15 @@ def airflow_conns(pg, loyalty_db, sink, monkeypatch):
     """Connections of checks.md as environment variables, for this test's database and sink."""
     for key, value in connection_env(pg, loyalty_db, sink.url).items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def slack_web_api(airflow_conns, sink, monkeypatch):
+    """`slack_loyalty_alerts` through Slack's Web API (type `slack`, bot token, channel
+    C0ALERTS) at the sink's `/api/`, instead of the default incoming webhook."""
+    from demo.embedded_pg import slack_web_api_conn
+
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_LOYALTY_ALERTS", slack_web_api_conn(sink.url))
 
 
 @pytest.fixture
