@@ -244,3 +244,19 @@ def test_three_thousand_hostile_entities_stay_valid_block_kit(db, run_dag, sink,
         for interactive in (True, False):
             assert_valid_block_kit(slack_message(notice, interactive=interactive,
                                                  console_url=f"{CONSOLE}/rate_limit_spikes"))
+
+
+# ---------------------------------------------------------------- the Slack app
+
+def test_the_app_manifest_asks_what_the_web_api_and_socket_mode_need():
+    import yaml
+
+    from tests.conftest import ROOT
+
+    manifest = yaml.safe_load((ROOT / "deploy" / "slack-app-manifest.yaml").read_text())
+    assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == ["chat:write", "usergroups:read"]
+    assert manifest["settings"]["socket_mode_enabled"] is True
+    assert manifest["settings"]["interactivity"] == {"is_enabled": True}  # over Socket Mode: no request URL
+    assert manifest["features"]["bot_user"]["display_name"]
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert "(../deploy/slack-app-manifest.yaml)" in deploy and "connections:write" in deploy
