@@ -58,6 +58,8 @@ class Slack(Channel):
         return self.connection.conn_type == WEB_API
 
     def render(self, notice) -> dict[str, Any]:
+        """The message (messages.py): with the action buttons and the console link when the
+        connection is the Web API's (the one lookup besides the message itself)."""
         from loyalty_checks.messages import slack_message
 
         if self.web_api:  # the alert events carry the action buttons
