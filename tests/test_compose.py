@@ -28,7 +28,8 @@ SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-worker", "airflow-triggerer", "airflow-init")
-SERVICES = ("postgres", "redis", *AIRFLOW_SERVICES, "loyalty-db", "demo-data", "notification-sink", "grafana")
+SERVICES = ("postgres", "redis", *AIRFLOW_SERVICES, "loyalty-db", "demo-data", "notification-sink", "grafana",
+            "loyalty-slack-actions")
 ONE_SHOT = ("airflow-init", "demo-data")
 CONNECTIONS = {  # conn id -> conn_type (spec: checks.md)
     "loyalty_db": "postgres",
@@ -200,6 +201,28 @@ def test_demo_services(compose):
     assert sink["entrypoint"][:3] == ["python", "-m", "demo.capture_server"]
     assert "8025" in sink["command"]
     assert services["airflow-scheduler"]["depends_on"]["demo-data"]["condition"] == "service_completed_successfully"
+
+
+def test_slack_actions_listener_service(compose):
+    """The Slack actions listener (shared/spec/slack-actions.md): the package's image and
+    connections, its own command, not part of the api-server or the triggerer."""
+    services = compose["services"]
+    listener, scheduler = services["loyalty-slack-actions"], services["airflow-scheduler"]
+    assert listener["command"].split()[:3] == ["python", "-m", "loyalty_checks.slack_actions"]
+    assert listener["image"] == scheduler["image"] and listener["build"] == scheduler["build"]
+    assert listener["working_dir"] == "/opt/airflow"
+    env = environment(listener)
+    assert env["PYTHONPATH"] == "/opt/airflow/plugins"
+    conns = {k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")}
+    assert conns == {k: v for k, v in environment(scheduler).items() if k.startswith("AIRFLOW_CONN_")}
+    assert listener["env_file"] == scheduler["env_file"]  # AIRFLOW_CONN_SLACK_LOYALTY_SOCKET comes from .env
+    assert {v.split(":")[1] for v in listener["volumes"]} >= {"/opt/airflow/plugins", "/opt/airflow/include"}
+    alive = listener["command"].split("--alive-file")[1].split()[0]
+    assert alive in " ".join(listener["healthcheck"]["test"])
+    assert listener["depends_on"]["loyalty-db"]["condition"] == "service_healthy"
+    assert listener["restart"] == "on-failure"  # exits 0 where no Slack app is configured
+    for name in ("airflow-apiserver", "airflow-triggerer"):
+        assert "slack_actions" not in json.dumps(services[name].get("command"))
 
 
 def test_airflow_init_creates_the_pool_of_the_checks(compose):

@@ -85,25 +85,31 @@ class Listener:
         return time.monotonic() - start
 
 
+def listener_env(pg, loyalty_db, sink, standin) -> dict[str, str]:
+    """The environment of a listener: checks.md's connections, the Slack app's at the stand-in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    env.update(connection_env(pg, loyalty_db, sink.url))
+    env["AIRFLOW_CONN_SLACK_LOYALTY_ALERTS"] = json.dumps(
+        {"conn_type": "slack", "password": "xoxb-test-bot", "extra": {"channel": CHANNEL, "base_url": standin.api_url}})
+    env["AIRFLOW_CONN_SLACK_LOYALTY_SOCKET"] = json.dumps(
+        {"conn_type": "slack", "password": "xapp-test-app", "extra": {"base_url": standin.api_url}})
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])
+    return env
+
+
 @pytest.fixture
 def listener(pg, loyalty_db, sink, standin, tmp_path):
     """listener(monitoring=None, catalog=None) -> a running listener connected to the stand-in."""
     started: list[Listener] = []
 
-    def start(monitoring: str | None = None, catalog_file: Path | None = None) -> Listener:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
-        env.update(connection_env(pg, loyalty_db, sink.url))
+    def start(monitoring: str | None = None, catalog_file: Path | None = None, args: tuple[str, ...] = ()
+              ) -> Listener:
+        env = listener_env(pg, loyalty_db, sink, standin)
         if monitoring:
             env["AIRFLOW_CONN_LOYALTY_MONITORING_DB"] = monitoring
-        env["AIRFLOW_CONN_SLACK_LOYALTY_ALERTS"] = json.dumps(
-            {"conn_type": "slack", "password": "xoxb-test-bot", "extra": {"channel": CHANNEL,
-                                                                           "base_url": standin.api_url}})
-        env["AIRFLOW_CONN_SLACK_LOYALTY_SOCKET"] = json.dumps(
-            {"conn_type": "slack", "password": "xapp-test-app", "extra": {"base_url": standin.api_url}})
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])
         if catalog_file:
             env["LOYALTY_CHECKS_CATALOG"] = str(catalog_file)
-        proc = Listener(env, tmp_path / f"listener-{len(started)}.log")
+        proc = Listener(env, tmp_path / f"listener-{len(started)}.log", args)
         started.append(proc)
         try:
             standin.wait_connected(len(standin.connections) + 1, timeout=60)
@@ -183,7 +189,8 @@ def test_acknowledge_acks_at_once_tells_pagerduty_and_marks_the_message(mon, sin
     [done] = actions_of(mon, P0)
     assert (done["action"], done["actor"], done["source"]) == ("ack", f"slack:{ALICE}", "slack")
     # the stored body is the updated one: a later action starts from it
-    assert stored.message(mon, CHANNEL, "1700000000.000100")["body"]["blocks"] == args["blocks"]
+    standin.wait_for(lambda: stored.message(mon, CHANNEL, "1700000000.000100")["body"]["blocks"] == args["blocks"],
+                     what="the updated body stored")
     assert [c["token"] for c in standin.calls_of("apps.connections.open")] == ["xapp-test-app"]
     assert standin.responses == []  # no ephemeral reply: the message says it
 
@@ -331,13 +338,27 @@ def test_reconnects_on_disconnect_a_dropped_socket_and_unanswered_pings(mon, sin
     assert mon.execute("SELECT count(*) FROM loyalty_monitoring.silences").fetchone()[0] == 1
 
 
-def test_heartbeat_then_sigterm_stops_within_10_seconds(mon, standin, listener):
-    proc = listener()
+def test_heartbeat_then_sigterm_stops_within_10_seconds(mon, standin, listener, tmp_path):
+    alive = tmp_path / "alive"
+    proc = listener(args=("--alive-file", str(alive)))
     first = standin.wait_for(lambda: stored.last_beat(mon, "slack_actions"), what="a heartbeat")
     later = standin.wait_for(lambda: (b := stored.last_beat(mon, "slack_actions")) and b > first and b,
                              what="a second heartbeat")
     assert later - first < dt.timedelta(seconds=5)
+    assert time.time() - alive.stat().st_mtime < 5  # the container's health check reads it
     took = proc.stop()
     assert took < 10.0 and proc.proc.returncode == 0, proc.output()
     standin.wait_for(lambda: standin.connections[-1]["closed_at"], what="the socket closed")
     assert "stopped" in proc.output()
+
+
+def test_without_the_slack_app_it_says_so_and_exits(pg, loyalty_db, sink, standin):
+    env = listener_env(pg, loyalty_db, sink, standin)
+    command = [sys.executable, "-m", "loyalty_checks.slack_actions"]
+    off = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in env.items() if k != "AIRFLOW_CONN_SLACK_LOYALTY_SOCKET"})
+    assert off.returncode == 0 and "no connection 'slack_loyalty_socket'" in off.stderr
+    env["AIRFLOW_CONN_SLACK_LOYALTY_ALERTS"] = json.dumps({"conn_type": "slackwebhook", "password": sink.url})
+    webhook = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert webhook.returncode == 2 and "needs the Web API one (type slack" in webhook.stderr
+    assert standin.calls == []

@@ -70,6 +70,7 @@ class Settings:
     stale_after: float = 30.0      # seconds without a pong (or a connection) before the watchdog steps in
     heartbeat_every: float = 30.0  # seconds between heartbeat rows
     workers: int = 4               # actions applied at once
+    alive_file: str | None = None  # touched after each heartbeat (a container's health check reads it)
 
 
 def web_client(conn_id: str):
@@ -389,6 +390,9 @@ class Listener:
                     stored.beat(conn, COMPONENT, {"pid": os.getpid(), "session": self.client.session_id(),
                                            "clients": self.clients_made})
                 last = time.monotonic()
+                if self.settings.alive_file:
+                    with open(self.settings.alive_file, "a", encoding="utf-8"):
+                        os.utime(self.settings.alive_file)
             except Exception as exc:  # noqa: BLE001 - tried again in a moment; the P1 check notices a long gap
                 log.warning("could not record the heartbeat: %s", _short(exc))
                 last = time.monotonic() - self.settings.heartbeat_every + min(5.0, self.settings.heartbeat_every)
@@ -429,6 +433,25 @@ def _close_quietly(client) -> None:
         log.debug("closing a Socket Mode client: %s", exc)
 
 
+def configured() -> str | None:
+    """Why the listener cannot run here (None: it can): the Slack app's connections."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(SOCKET)
+    except AirflowNotFoundException:
+        return f"no connection {SOCKET!r} (the Slack app's xapp- token): Slack actions are off here"
+    try:
+        alerts = BaseHook.get_connection(connections.SLACK_ALERTS)
+    except AirflowNotFoundException:
+        return f"no connection {connections.SLACK_ALERTS!r}"
+    if alerts.conn_type != "slack":
+        return (f"{connections.SLACK_ALERTS!r} is a {alerts.conn_type!r} connection: acting from Slack needs the"
+                " Web API one (type slack, the bot token)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loyalty_checks.slack_actions",
                                      description="Apply Acknowledge and Silence clicked in Slack (Socket Mode).")
@@ -439,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat-every", type=float, default=Settings.heartbeat_every,
                         help="seconds between heartbeat rows, at most 60 (default %(default)s)")
     parser.add_argument("--workers", type=int, default=Settings.workers, help="actions applied at once")
+    parser.add_argument("--alive-file", help="a file touched after each heartbeat (for a container health check)")
     parser.add_argument("--log-level", default=os.environ.get("LOYALTY_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not 0 < args.heartbeat_every <= 60:
@@ -453,7 +477,12 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("slack_sdk.socket_mode.builtin", "slack_sdk.web", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
-    listener = Listener(Settings(args.ping_interval, args.stale_after, args.heartbeat_every, args.workers))
+    why_not = configured()
+    if why_not:
+        log.warning("%s (docs/deploy.md, Slack actions); exiting", why_not)
+        return 0 if why_not.startswith("no connection " + repr(SOCKET)) else 2
+    listener = Listener(Settings(args.ping_interval, args.stale_after, args.heartbeat_every, args.workers,
+                                 args.alive_file))
 
     def stop(signum, _frame):
         log.info("%s received", signal.Signals(signum).name)
