@@ -17,6 +17,7 @@ from loyalty_checks.console.auth import Viewer, api_reader, api_writer
 from loyalty_checks.console.common import json_response, now, visible, visible_check
 from loyalty_checks.console.models import (
     MAX_BODY,
+    Acknowledged,
     Alerts,
     Checks,
     Error,
@@ -183,6 +184,33 @@ async def post_silence(request: Request, viewer: Writer):
     data = json_object(await read_body(request))
     silence = parse_silence(data, now())
     return json_response(await run_in_threadpool(add, viewer, silence), status=201)
+
+
+def acknowledge(viewer: Viewer, check_id: str) -> dict:
+    """Acknowledge a check's firing episode as `viewer` (actions.acknowledge: the lifecycle
+    decides; PagerDuty hears it for a check that pages)."""
+    from loyalty_checks import actions
+
+    _, check = visible_check(viewer, check_id)
+    try:
+        with db.connection() as conn:
+            done = actions.acknowledge(conn, check, viewer.name, "console")
+    except Exception as exc:  # noqa: BLE001 - nothing was applied: say what failed
+        raise HTTPException(502, f"Not acknowledged: {type(exc).__name__}: {exc}"[:500]) from None
+    if done.status == actions.NOT_FIRING:
+        raise HTTPException(409, done.message)
+    return {"check_id": check.id, "result": done.status, "acknowledged_by": done.acknowledged_by,
+            "acknowledged_at": done.acknowledged_at.isoformat() if done.acknowledged_at else None}
+
+
+@router.post("/alerts/{check_id}/ack", responses={
+    200: {"model": Acknowledged}, 409: {"model": Error, "description": "The check is not firing"},
+    502: {"model": Error, "description": "Not acknowledged: the alert state or PagerDuty could not be reached"},
+    **NOT_FOUND})
+def post_ack(check_id: Annotated[str, Path(max_length=63)], viewer: Writer):
+    """Acknowledge the check's firing alert: no reminders and no escalation until it resolves (the
+    signed-in user is the author). Acknowledging it again changes nothing."""
+    return json_response(acknowledge(viewer, check_id))
 
 
 @router.delete("/silences/{silence_id}", responses={200: {"model": Silence}, **NOT_FOUND})

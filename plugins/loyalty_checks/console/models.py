@@ -229,6 +229,8 @@ class Alert(BaseModel):
     value: float | None
     threshold: float | None
     silenced: bool
+    acknowledged_by: str | None = Field(default=None, description="who acknowledged the check's firing episode")
+    acknowledged_at: str | None = None
     runbook_url: str
     run_path: str | None = None
     last_notification: Notification | None
@@ -276,6 +278,13 @@ class Silence(BaseModel):
     reason: str
 
 
+class Action(BaseModel):
+    t: str
+    action: str = Field(examples=["ack", "silence_4h"])
+    actor: str = Field(examples=["slack:U0123ABCD", "admin"])
+    source: str = Field(examples=["slack", "console"])
+
+
 class History(BaseModel):
     check_id: str
     since: str
@@ -284,6 +293,15 @@ class History(BaseModel):
     evaluations: list[Evaluation]
     notifications: list[Notification]
     silences: list[Silence]
+    actions: list[Action]
+
+
+class Acknowledged(BaseModel):
+    """POST /api/alerts/<check id>/ack."""
+    check_id: str
+    result: str = Field(description="applied, or 'already acknowledged' (by acknowledged_by)")
+    acknowledged_by: str | None
+    acknowledged_at: str | None
 
 
 class Silences(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -96,6 +97,10 @@ def _timeline(history: dict[str, Any]) -> list[dict[str, Any]]:
         items.append({"t": s["starts_at"], "kind": "silence",
                       "text": f"silence #{s['id']} of {who} by {s['author']} until {s['ends_at']}: {s['reason']}",
                       "run_path": None})
+    for a in history.get("actions", []):
+        what = "acknowledged" if a["action"] == "ack" else a["action"].replace("_", " ")
+        items.append({"t": a["t"], "kind": "action", "text": f"{what} by {a['actor']} (from {a['source']})",
+                      "run_path": None})
     items.sort(key=lambda i: i["t"], reverse=True)
     return items[:TIMELINE_MAX]
 
@@ -138,7 +143,20 @@ def check_page(request: Request, check_id: Annotated[str, Path(max_length=63)], 
                   check=check, dag_id=service.dag_of(cat, check), runbook_url=cat.runbook_link(check.id),
                   summary=summary, alerts=alerts, alerts_total=counts["total"], chart=drawing,
                   timeline=_timeline(history), days=days, day_choices=DAYS, history=history,
-                  pinned=until.isoformat() if pinned else None)
+                  pinned=until.isoformat() if pinned else None, acknowledged=next(
+                      ({"by": a["acknowledged_by"], "at": a["acknowledged_at"]} for a in alerts
+                       if a.get("acknowledged_by")), None))
+
+
+@router.post("/checks/{check_id}/ack")
+async def acknowledge_form(request: Request, check_id: Annotated[str, Path(max_length=63)], viewer: PageViewer):
+    """The check page's Acknowledge button (the signed-in user is the author)."""
+    require_write(viewer)
+    form = await request.form()
+    token = form.get(CSRF_FIELD)
+    check_csrf(viewer, request, token if isinstance(token, str) else None)
+    await run_in_threadpool(api.acknowledge, viewer, check_id)
+    return RedirectResponse(f"../{quote(check_id)}", status_code=303)
 
 
 FORM_FIELDS = ("check_id", "entity_id", "end", "duration", "until", "starts_at", "reason")

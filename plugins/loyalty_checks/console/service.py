@@ -18,6 +18,7 @@ from urllib.parse import quote
 from loyalty_checks.catalog import SEVERITIES, Catalog, Check
 from loyalty_checks.console.chart import NOTE_LINES, NOTE_PIXELS
 from loyalty_checks.lifecycle import Silence, silence_active, silence_covers
+from loyalty_checks.store import actions
 from loyalty_checks.store import console as store
 
 
@@ -171,6 +172,8 @@ def checks_summary(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, An
 def history(conn, check: Check, since: dt.datetime, until: dt.datetime | None, limit: int) -> dict[str, Any]:
     """Evaluations, notifications and silences of one check in [since, until]."""
     evals, truncated = store.evaluations(conn, check.id, since, until, limit)
+    if truncated and evals:  # the rest covers what the evaluations answered: from the oldest of them
+        since = evals[0][0]
     notes = store.notifications(conn, check.id, since, until)
     silences = store.silences_between(conn, check.id, since, until)
     return {
@@ -185,6 +188,8 @@ def history(conn, check: Check, since: dt.datetime, until: dt.datetime | None, l
                            "failed": list(n["failed"]), "sent_at": iso(n["sent_at"]),
                            "last_error": n["last_error"], "run_id": n["run_id"]} for n in notes],
         "silences": [silence_json(s) for s in silences],
+        "actions": [{"t": iso(a["at"]), "action": a["action"], "actor": a["actor"], "source": a["source"]}
+                    for a in actions.actions_of(conn, check.id, since, until)],
     }
 
 
@@ -235,4 +240,6 @@ def page_history(conn, check: Check, since: dt.datetime, until: dt.datetime, wid
                           for n in store.notifications(conn, check.id, since, until, newest=changes)],
         "notification_marks": [{"n": m["n"], "notes": m["notes"]} for m in marks],
         "silences": [silence_json(s) for s in store.silences_between(conn, check.id, since, until)],
+        "actions": [{"t": iso(a["at"]), "action": a["action"], "actor": a["actor"], "source": a["source"]}
+                    for a in actions.actions_of(conn, check.id, since, until, limit=changes)],
     }

@@ -26,11 +26,14 @@ def action_seen(conn, dedup_key: str) -> bool:
                         (dedup_key,)).fetchone() is not None
 
 
-def actions_of(conn, check_id: str, since: dt.datetime, limit: int = 200) -> list[dict[str, Any]]:
-    """The check's actions since `since`, newest first."""
+def actions_of(conn, check_id: str, since: dt.datetime, until: dt.datetime | None = None,
+               limit: int = 200) -> list[dict[str, Any]]:
+    """The check's actions in [since, until], newest first."""
     return rows(conn, "SELECT at, action, actor, source, detail FROM loyalty_monitoring.actions"
-                      " WHERE check_id = %(check)s AND at >= %(since)s ORDER BY at DESC, id DESC LIMIT %(limit)s",
-                {"check": check_id, "since": since, "limit": limit})
+                      " WHERE check_id = %(check)s AND at >= %(since)s"
+                      " AND (%(until)s::timestamptz IS NULL OR at <= %(until)s)"
+                      " ORDER BY at DESC, id DESC LIMIT %(limit)s",
+                {"check": check_id, "since": since, "until": until, "limit": limit})
 
 
 def remember_message(conn, channel_id: str, ts: str, check_id: str, t: dt.datetime, event: str,

@@ -226,6 +226,8 @@ _RANKED = """
         SELECT c.check_id, c.rank, c.sign, al.key, x.state, al.value->>'since' AS since,
                CASE WHEN al.key = '_' THEN NULL ELSE coalesce(x.entity->>'id', al.key) END AS entity_id,
                x.entity->>'name' AS name,
+               s.lifecycle->>'acknowledged_by' AS acknowledged_by,
+               (s.lifecycle->>'acknowledged_at')::timestamptz AS acknowledged_at,
                CASE WHEN jsonb_typeof(x.entity->'value') = 'number' THEN (x.entity->>'value')::double precision
                END AS value
         FROM c
@@ -244,7 +246,8 @@ _ORDER = "rank, state <> 'firing', sign * value NULLS LAST, name COLLATE \"C\", 
 # ("silenced" and "silence_ids" are added by the caller, see above).
 _ALERT = """c.info || jsonb_build_object(
     'entity_id', p.entity_id, 'entity_name', CASE WHEN p.entity_id IS NULL THEN NULL ELSE p.name END,
-    'state', p.state, 'since', p.since, 'value', p.value)"""
+    'state', p.state, 'since', p.since, 'value', p.value,
+    'acknowledged_by', p.acknowledged_by, 'acknowledged_at', p.acknowledged_at)"""
 
 # The page (kind 0, ranked, with the counts over all alerts), then the keys of every alert
 # that a silence may cover (kind 1): one pass over the alerts for both.
