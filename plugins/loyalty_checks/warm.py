@@ -54,8 +54,11 @@ MODULES = (
     "loyalty_checks.store",
     "loyalty_checks.store.alerts",
     "loyalty_checks.channels",
+    "loyalty_checks.channels.pagerduty",
+    "loyalty_checks.channels.slack",
     "loyalty_checks.messages",
     "airflow.providers.slack.hooks.slack_webhook",        # notify_slack, report_error
+    "airflow.providers.slack.hooks.slack",                # the same, through the Web API (type slack)
     "airflow.providers.pagerduty.hooks.pagerduty_events",  # notify_pagerduty, report_error
     "airflow.providers.http.hooks.http",                   # heartbeat
 )
