@@ -24,7 +24,9 @@ Everything received is kept for assertions: `calls` (Web API, in order), `acks`,
     env = standin.block_action("U0ALICE", "loyalty_ack", "my_check", "C0ALERTS", "1700000000.000100")
     standin.wait_ack(env["envelope_id"])  # -> seconds from push to ack
 
-`python -m demo.slack_standin --port 8026` runs it on its own and prints what arrives.
+`python -m demo.slack_standin --port 8026` runs it on its own and prints what arrives; its
+page `/demo` shows the posted messages with clickable buttons, and
+`python -m demo.slack_standin click CHECK [--action loyalty_ack]` clicks one from a script.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import sys
 import threading
 import time
 import uuid
@@ -218,6 +221,72 @@ class SlackStandin:
         self.send_frame(envelope, remember=envelope["envelope_id"])
         return envelope
 
+    def find_message(self, check_id: str) -> tuple[str, str] | None:
+        """(channel, ts) of the newest message carrying the check's buttons."""
+        with self._cond:
+            found = [key for key, msg in self.messages.items()
+                     if any(b.get("block_id") == f"loyalty/{check_id}" for b in msg.get("blocks") or [])]
+        return max(found, key=lambda key: float(key[1] or 0)) if found else None
+
+    def click(self, check_id: str, action_id: str = "loyalty_ack", user: str = "U0DEMO",
+              channel: str | None = None, ts: str | None = None) -> dict[str, Any]:
+        """A click on a button of the check's newest message (the demo's "click")."""
+        if not (channel and ts):
+            found = self.find_message(check_id)
+            if found is None:
+                raise LookupError(f"no message with the buttons of {check_id!r} was posted here")
+            channel, ts = found
+        return self.block_action(user, action_id, check_id, channel, ts, message=self.messages.get((channel, ts)))
+
+    def page(self) -> str:
+        """The posted messages as a page, their buttons clickable (the demo's browser view)."""
+        from html import escape
+
+        def text(block):
+            t = block.get("text")
+            return escape(t.get("text", "") if isinstance(t, dict) else str(t or ""))
+
+        parts = ["<!doctype html><meta charset=utf-8><title>Slack stand-in</title><meta http-equiv=refresh"
+                 " content=10><body style='font-family:sans-serif;max-width:60em;margin:auto'>"
+                 "<h1>#alerts (Slack stand-in)</h1>"]
+        with self._cond:
+            items = sorted(self.messages.items(), key=lambda kv: float(kv[0][1] or 0), reverse=True)
+        for (channel, ts), msg in items:
+            parts.append(f"<div style='border:1px solid #ccc;border-radius:6px;padding:.5em 1em;margin:1em 0'>"
+                         f"<small>{escape(channel)} · ts {escape(ts)}</small>")
+            for block in msg.get("blocks") or []:
+                kind = block.get("type")
+                if kind == "header":
+                    parts.append(f"<h3>{text(block)}</h3>")
+                elif kind == "section":
+                    parts.append(f"<p style='white-space:pre-wrap'>{text(block)}</p>")
+                    for field in block.get("fields") or []:
+                        parts.append(f"<div style='white-space:pre-wrap'>{escape(field.get('text', ''))}</div>")
+                elif kind == "context":
+                    parts.append("<p><small>" + " ".join(escape(e.get("text", "")) for e in block.get("elements", []))
+                                 + "</small></p>")
+                elif kind == "actions":
+                    check = (block.get("block_id") or "").removeprefix("loyalty/")
+                    for e in block.get("elements") or []:
+                        label = escape((e.get("text") or {}).get("text", ""))
+                        if e.get("url"):
+                            parts.append(f"<a href='{escape(e['url'])}' target=_blank>{label}</a> ")
+                            continue
+                        parts.append(
+                            "<form method=post action='/demo/click' style='display:inline'>"
+                            + "".join(f"<input type=hidden name={k} value='{escape(str(v))}'>" for k, v in
+                                      (("check", check), ("action_id", e.get("action_id", "")),
+                                       ("channel", channel), ("ts", ts)))
+                            + f"<button>{label}</button></form> ")
+            parts.append("</div>")
+        if not items:
+            parts.append("<p>No message yet: alerts appear here when the DAGs post them.</p>")
+        parts.append("<h2>Ephemeral replies</h2><ul>")
+        with self._cond:
+            parts += [f"<li>{escape(str(r['body'].get('text', '')))}</li>" for r in self.responses[-10:]]
+        parts.append("</ul>")
+        return "".join(parts)
+
     def disconnect(self, reason: str = "refresh_requested") -> None:
         """Ask the client to reconnect, as Slack does before it recycles a connection."""
         self.send_frame({"type": "disconnect", "reason": reason, "debug_info": {"host": "standin"}})
@@ -362,6 +431,22 @@ class SlackStandin:
                 elif path.startswith("/response/"):
                     standin._record("response", standin.responses, {"path": path, "body": args, "at": time.time()})
                     self._reply(200, "ok")
+                elif path == "/demo" and self.command == "GET":
+                    self._reply(200, standin.page(), "text/html; charset=utf-8")
+                elif path == "/demo/click" and self.command == "POST":
+                    try:
+                        envelope = standin.click(args.get("check") or "", args.get("action_id") or "loyalty_ack",
+                                                 args.get("user") or "U0DEMO", args.get("channel"), args.get("ts"))
+                    except (LookupError, RuntimeError) as exc:
+                        self._reply(409, {"ok": False, "error": str(exc)})
+                        return
+                    if "json" in (self.headers.get("Content-Type") or ""):
+                        self._reply(200, {"ok": True, "envelope_id": envelope["envelope_id"]})
+                    else:  # the page's form: back to the page
+                        self.send_response(303)
+                        self.send_header("Location", "/demo")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
                 elif path.rstrip("/") == "" and self.command == "GET":
                     self._reply(200, {"connections": len(standin._live), "calls": len(standin.calls)})
                 else:
@@ -369,10 +454,11 @@ class SlackStandin:
 
             do_GET = do_POST = _handle  # noqa: N815 - http.server API
 
-            def _reply(self, status: int, body: Any):
+            def _reply(self, status: int, body: Any, content_type: str | None = None):
                 data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
+                self.send_header("Content-Type", content_type or
+                                 ("text/plain" if isinstance(body, str) else "application/json"))
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -398,8 +484,39 @@ def describe(kind: str, record: dict[str, Any]) -> str:
     return f"slack {kind}"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A local stand-in for Slack's Web API and Socket Mode.")
+def click_command(argv: list[str]) -> int:
+    """`python -m demo.slack_standin click CHECK`: click a button of the check's newest message."""
+    import urllib.error
+    import urllib.request
+
+    parser = argparse.ArgumentParser(prog="python -m demo.slack_standin click",
+                                     description="Click a button of a check's newest alert message in the stand-in.")
+    parser.add_argument("check", help="the check id, e.g. expiration_task_stale")
+    parser.add_argument("--action", default="loyalty_ack",
+                        help="loyalty_ack, loyalty_silence_1h, loyalty_silence_4h or loyalty_silence_24h")
+    parser.add_argument("--user", default="U0DEMO", help="the clicking Slack user id")
+    parser.add_argument("--url", default="http://127.0.0.1:8026", help="the stand-in")
+    args = parser.parse_args(argv)
+    if not args.url.startswith(("http://", "https://")):
+        parser.error("--url must be http(s)://")
+    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
+        f"{args.url}/demo/click", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"check": args.check, "action_id": args.action, "user": args.user}).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - http(s) only
+            print(answer.read().decode())
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode(), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["click"]:
+        return click_command(argv[1:])
+    parser = argparse.ArgumentParser(description="A local stand-in for Slack's Web API and Socket Mode"
+                                                 " (`click CHECK` clicks a button of a running one).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8026, help="HTTP port (the Web API under /api/)")
     parser.add_argument("--ws-port", type=int, default=0, help="WebSocket port (default: any free one)")
@@ -413,14 +530,16 @@ def main(argv: list[str] | None = None) -> None:
     standin = SlackStandin(args.host, args.port, args.ws_port, groups,
                            on_event=lambda kind, rec: kind != "frame" and print(describe(kind, rec), flush=True))
     standin.start()
-    print(f"Slack stand-in: Web API {standin.api_url}, Socket Mode {standin.ws_url}", flush=True)
+    print(f"Slack stand-in: Web API {standin.api_url}, Socket Mode {standin.ws_url}, messages {standin.url}/demo",
+          flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
         standin.stop()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

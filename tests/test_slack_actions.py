@@ -362,3 +362,26 @@ def test_without_the_slack_app_it_says_so_and_exits(pg, loyalty_db, sink, standi
     webhook = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert webhook.returncode == 2 and "needs the Web API one (type slack" in webhook.stderr
     assert standin.calls == []
+
+
+def test_the_demo_clicks_a_posted_message_from_its_page_or_script(mon, sink, standin, listener):
+    """make demo-ui: a message posted with chat.postMessage, clicked with
+    `python -m demo.slack_standin click CHECK`, shown updated on the stand-in's page."""
+    import urllib.request
+
+    from slack_sdk import WebClient
+
+    body = post_alert(mon, P0, "0")
+    mon.execute("DELETE FROM loyalty_monitoring.slack_messages")
+    posted = WebClient(token="xoxb-test-bot", base_url=standin.api_url).chat_postMessage(
+        channel=CHANNEL, text=body["text"], blocks=body["blocks"])
+    stored.remember_message(mon, posted["channel"], posted["ts"], P0.id, T, "trigger", body)
+    listener()
+    clicked = subprocess.run([sys.executable, "-m", "demo.slack_standin", "click", P0.id, "--user", ALICE,
+                              "--url", standin.url], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert clicked.returncode == 0, clicked.stderr
+    [update] = standin.wait_call("chat.update")
+    assert (update["args"]["channel"], update["args"]["ts"]) == (posted["channel"], posted["ts"])
+    with urllib.request.urlopen(f"{standin.url}/demo", timeout=10) as page:  # noqa: S310 - the local stand-in
+        html = page.read().decode()
+    assert f"Acknowledged by &lt;@{ALICE}&gt;" in html and "Silence 4h" in html and ">Acknowledge<" not in html
