@@ -8,12 +8,18 @@ the alert console showing something at once.
 3. runs `airflow standalone` (scheduler, dag-processor, triggerer, api-server on :8080,
    SQLite) with the DAGs unpaused: its first runs make the incidents fire;
 4. prints the URL and the users with their passwords (admin, and viewer to see the
-   read-only console).
+   read-only console);
+5. Slack with buttons: a local stand-in for Slack (demo/slack_standin.py, 127.0.0.1:8026)
+   receives the alerts through the Web API (`slack_loyalty_alerts` of type slack), and the
+   Slack actions listener (`python -m loyalty_checks.slack_actions`) runs against it: open
+   http://127.0.0.1:8026/demo and click Acknowledge, or
+   `python -m demo.slack_standin click expiration_task_stale`.
 
 Ctrl-C or SIGTERM stops the whole process tree: SIGTERM to the standalone's session,
 then, after a grace period, SIGKILL to whatever of it is left (the scheduler and the
 executor's workers included). LOYALTY_DEMO_UI_PORT, LOYALTY_DEMO_SINK_PORT (0: any),
-LOYALTY_DEMO_UI_HISTORY=0 (no history runs) and LOYALTY_DEMO_DIR change the defaults.
+LOYALTY_DEMO_UI_HISTORY=0 (no history runs), LOYALTY_DEMO_SLACK_PORT (0: any) and
+LOYALTY_DEMO_DIR change the defaults.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from demo import embedded_pg
 from demo.capture_server import CaptureServer
 from demo.render import render
 from demo.run import DEMO_DIR, MONITORING_DB, airflow_env, dags_test, pg_data_dir, prepare_databases
+from demo.slack_standin import SlackStandin, describe
 
 PORT = int(os.environ.get("LOYALTY_DEMO_UI_PORT", "8080"))
 SINK_PORT = int(os.environ.get("LOYALTY_DEMO_SINK_PORT", "8025"))
+SLACK_PORT = int(os.environ.get("LOYALTY_DEMO_SLACK_PORT", "8026"))
 HISTORY = os.environ.get("LOYALTY_DEMO_UI_HISTORY", "1") != "0"
 USERS = ("admin", "viewer")
 GRACE = 20.0  # seconds between SIGTERM and SIGKILL
@@ -82,6 +90,39 @@ def history(pg: embedded_pg.PgServer, now: dt.datetime, env: dict[str, str], log
     print("  a silence: rate_limit_spikes, store 6, for 6 hours", flush=True)
 
 
+def slack_standin() -> SlackStandin:
+    """The Slack stand-in on SLACK_PORT (any free port when that one is taken), printing the
+    messages it gets and the ephemeral replies."""
+    def show(kind, record):
+        if kind == "response" or (kind == "call" and record["method"] in ("chat.postMessage", "chat.update")):
+            print(describe(kind, record), flush=True)
+
+    try:
+        return SlackStandin(port=SLACK_PORT, on_event=show)
+    except OSError:
+        return SlackStandin(port=0, on_event=show)
+
+
+def slack_env(standin: SlackStandin) -> dict[str, str]:
+    """Alerts through the Web API of the Slack stand-in, and the Slack app's socket there."""
+    return {
+        "AIRFLOW_CONN_SLACK_LOYALTY_ALERTS": json.dumps(
+            {"conn_type": "slack", "password": "xoxb-demo", "extra": {"channel": "C0ALERTS",
+                                                                       "base_url": standin.api_url}}),
+        "AIRFLOW_CONN_SLACK_LOYALTY_SOCKET": json.dumps(
+            {"conn_type": "slack", "password": "xapp-demo", "extra": {"base_url": standin.api_url}}),
+    }
+
+
+def start_listener(env: dict[str, str], log_dir: Path) -> subprocess.Popen:
+    """The Slack actions listener, as the loyalty-slack-actions service runs it."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(root / "plugins"), str(root)])}
+    log = (log_dir / "slack-actions.log").open("w")
+    return subprocess.Popen([sys.executable, "-m", "loyalty_checks.slack_actions"], env=env, cwd=root,
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
 def stop_tree(proc: subprocess.Popen, grace: float = GRACE) -> None:
     """SIGTERM the session of `proc`, then SIGKILL whatever is left of it after `grace`."""
     import psutil
@@ -126,11 +167,12 @@ def main() -> int:
     pg = embedded_pg.start(pg_data_dir(), keep=True)
     sink = CaptureServer(port=SINK_PORT, log_file=DEMO_DIR / "notifications.jsonl",
                          on_record=lambda r: print(render(r), flush=True)).start()
+    standin = slack_standin().start()
     home = DEMO_DIR / "airflow-ui"
-    proc = None
+    proc = listener = None
     try:
         prepare_databases(pg, now, incidents=True)
-        env = airflow_env(pg, sink.url, home)
+        env = {**airflow_env(pg, sink.url, home), **slack_env(standin)}
         url = f"http://localhost:{PORT}"
         env.update({
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -149,12 +191,17 @@ def main() -> int:
         if HISTORY:
             print("Giving the alert console a history (about a minute)...", flush=True)
             history(pg, now, env, log_dir, sink)
+        listener = start_listener(env, log_dir)
         log = (DEMO_DIR / "airflow-standalone.log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         print(f"\nAirflow UI: {url}  (starting; about 30 s)\n"
               f"  sign in as admin / {users['admin']}   (or viewer / {users['viewer']}: read only)\n"
               f"  the alert console: {url}/loyalty/  (\"Loyalty alerts\" in the nav)\n"
+              f"Slack (a local stand-in): {standin.url}/demo  - the alert messages; click Acknowledge there,\n"
+              f"  or from a script: {sys.executable} -m demo.slack_standin click expiration_task_stale"
+              f" --url {standin.url}\n"
+              f"  (the listener's log: {log_dir / 'slack-actions.log'})\n"
               f"Log: {DEMO_DIR / 'airflow-standalone.log'}. Ctrl-C to stop everything.", flush=True)
         return proc.wait()
     except Stop as why:
@@ -165,6 +212,9 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if proc is not None:
             stop_tree(proc)
+        if listener is not None:
+            stop_tree(listener, grace=12.0)
+        standin.stop()
         sink.stop()
         pg.stop()
         print("Stopped.", flush=True)

@@ -385,3 +385,14 @@ def test_the_demo_clicks_a_posted_message_from_its_page_or_script(mon, sink, sta
     with urllib.request.urlopen(f"{standin.url}/demo", timeout=10) as page:  # noqa: S310 - the local stand-in
         html = page.read().decode()
     assert f"Acknowledged by &lt;@{ALICE}&gt;" in html and "Silence 4h" in html and ">Acknowledge<" not in html
+
+
+def test_the_watchdog_retries_when_slack_refuses_to_open_a_connection(mon, standin, listener):
+    """slack_sdk's client never retries a failed first apps.connections.open by itself: the
+    watchdog replaces it until a connection is open."""
+    standin.fail_api("apps.connections.open", "internal_error", times=2)
+    proc = listener()
+    opens = standin.calls_of("apps.connections.open")
+    assert len(opens) == 3 and len(standin.connections) == 1
+    assert opens[2]["at"] - opens[0]["at"] < 20
+    assert proc.output().count("replacing the client") == 2
