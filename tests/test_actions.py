@@ -103,3 +103,8 @@ def test_silence_from_slack(mon):
     assert actions.silence(mon, P1, 4, "slack:U1", "slack", dedup_key="slack:3.5:U1").status == actions.DUPLICATE
     count = mon.execute("SELECT count(*) FROM loyalty_monitoring.silences").fetchone()[0]
     assert count == 1
+
+
+def test_silence_from_slack_only_while_the_check_fires(mon):
+    assert actions.silence(mon, P1, 1, "slack:U1", "slack").status == actions.NOT_FIRING
+    assert mon.execute("SELECT count(*) FROM loyalty_monitoring.silences").fetchone()[0] == 0

@@ -37,9 +37,9 @@ def acknowledge(conn, check: Check, actor: str, source: str, dedup_key: str | No
     """Acknowledge the check's firing episode (conn: autocommit, the alert state)."""
     at = at or dt.datetime.now(dt.timezone.utc)
     with conn.transaction():
-        if dedup_key and stored.action_seen(conn, dedup_key):
-            return Outcome(DUPLICATE, "already done")
-        with locked_state(conn, check.id) as state:
+        with locked_state(conn, check.id) as state:  # one at a time: a redelivery sees the first
+            if dedup_key and stored.action_seen(conn, dedup_key):
+                return Outcome(DUPLICATE, "already done")
             new, what = lifecycle.acknowledge(state, actor, at)
             if what == lifecycle.NOT_FIRING:
                 return Outcome(NOT_FIRING, f"{check.id} is not firing: nothing to acknowledge")
@@ -55,15 +55,19 @@ def acknowledge(conn, check: Check, actor: str, source: str, dedup_key: str | No
 
 
 def silence(conn, check: Check, hours: int, actor: str, source: str, dedup_key: str | None = None) -> Outcome:
-    """A silence of the whole check from now for `hours`, as the console and the DAG add them."""
+    """A silence of the whole check from now for `hours`, as the console and the DAG add them;
+    only while the check fires (a message's button on an alert that is over does nothing)."""
     from loyalty_checks.silences import add_silence
 
     with conn.transaction():
-        if dedup_key and stored.action_seen(conn, dedup_key):
-            return Outcome(DUPLICATE, "already done")
-        added = add_silence(conn, check.id, f"from {source.capitalize()}", actor, duration=f"{hours}h")
-        stored.record_action(conn, check.id, f"silence_{hours}h", actor, source,
-                             {"silence_id": added["id"], "ends_at": added["ends_at"]}, dedup_key)
+        with locked_state(conn, check.id) as state:  # one at a time: a redelivery sees the first
+            if dedup_key and stored.action_seen(conn, dedup_key):
+                return Outcome(DUPLICATE, "already done")
+            if state.status != lifecycle.Status.FIRING:
+                return Outcome(NOT_FIRING, f"{check.id} no longer fires: nothing to silence")
+            added = add_silence(conn, check.id, f"from {source.capitalize()}", actor, duration=f"{hours}h")
+            stored.record_action(conn, check.id, f"silence_{hours}h", actor, source,
+                                 {"silence_id": added["id"], "ends_at": added["ends_at"]}, dedup_key)
     return Outcome(APPLIED, f"{check.id} silenced until {added['ends_at']:%Y-%m-%d %H:%M} UTC by {actor}",
                    silence=added)
 
