@@ -28,7 +28,7 @@ from loyalty_checks.store import actions as stored
 from loyalty_checks.store import ensure_schema
 from tests.conftest import ROOT, ROUTING_KEY, connection_env
 from tests.proxy import TcpProxy, pg_conn_via, pg_upstream
-from tests.sql.rows import H, T
+from tests.sql.rows import MIN, H, T
 from tests.test_actions import fire
 
 P0 = catalog().check("expiration_task_stale")          # pages: an acknowledge tells PagerDuty
@@ -396,3 +396,48 @@ def test_the_watchdog_retries_when_slack_refuses_to_open_a_connection(mon, stand
     assert len(opens) == 3 and len(standin.connections) == 1
     assert opens[2]["at"] - opens[0]["at"] < 20
     assert proc.output().count("replacing the client") == 2
+
+
+# ---------------------------------------------------------------- with the P0 DAG
+
+def test_p0_posts_buttons_a_click_acknowledges_it_and_no_reminder_follows(db, run_dag, sink, standin, listener,
+                                                                          monkeypatch):
+    """The P0 DAG (dag.test()) posts its alert through the Web API with the buttons, the real
+    listener applies a click on that very message, the next runs send no reminder while it is
+    acknowledged, and the resolve says who acknowledged it."""
+    from tests.test_dag_runs import P0 as P0_DAG
+    from tests.test_dag_runs import expire_points_success, google_runs
+
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_LOYALTY_ALERTS", json.dumps(  # this process runs the DAG
+        {"conn_type": "slack", "password": "xoxb-test-bot", "extra": {"channel": CHANNEL,
+                                                                      "base_url": standin.api_url}}))
+    expire_points_success(db, T - 31 * H, "first")  # expiration_task_stale fires (> 26 h)
+    google_runs(db, 0.1, 0.2)
+    dr, states = run_dag(P0_DAG, T)
+    assert dr.state == "success", states
+    [post] = standin.calls_of("chat.postMessage")
+    message = post["args"]
+    assert message["channel"] == CHANNEL and post["token"] == "xoxb-test-bot"
+    [block] = [b for b in message["blocks"] if b.get("block_id") == "loyalty/expiration_task_stale"]
+    assert [e.get("action_id") for e in block["elements"]][:4] == [
+        ACK, "loyalty_silence_1h", "loyalty_silence_4h", "loyalty_silence_24h"]
+    [(_, ts)] = list(standin.messages)
+    assert [p["event_action"] for p in (r["body"] for r in sink.take("/pagerduty"))] == ["trigger"]
+
+    listener()
+    envelope = standin.block_action(ALICE, ACK, "expiration_task_stale", CHANNEL, ts, action_ts="1700000200.000001")
+    assert standin.wait_ack(envelope["envelope_id"]) < 3.0
+    [update] = standin.wait_call("chat.update")
+    assert (update["args"]["channel"], update["args"]["ts"]) == (CHANNEL, ts)
+    assert ACK not in buttons(update["args"])
+    [ack] = [r["body"] for r in sink.take("/pagerduty")]
+    assert (ack["event_action"], ack["dedup_key"]) == ("acknowledge", "loyalty/expiration_task_stale")
+
+    run_dag(P0_DAG, T + 4 * H)  # still firing, past repeat_after (4h): no reminder while acknowledged
+    assert len(standin.calls_of("chat.postMessage")) == 1 and sink.take("/pagerduty") == []
+    expire_points_success(db, T + 4 * H + MIN, "second")  # the expiration task runs again: resolved
+    run_dag(P0_DAG, T + 4 * H + 5 * MIN)
+    resolve = standin.calls_of("chat.postMessage")[-1]["args"]
+    assert resolve["text"].startswith("[P0] RESOLVED")
+    assert f"Acknowledged by <@{ALICE}> at " in json.dumps(resolve["blocks"])
+    assert not any(b.get("block_id") for b in resolve["blocks"])  # a resolve carries no buttons
