@@ -18,6 +18,7 @@ from loyalty_checks import lifecycle
 from loyalty_checks.catalog import Check
 from loyalty_checks.store import actions as stored
 from loyalty_checks.store.alerts import locked_state, save_state
+from loyalty_checks.units import stored_time
 
 APPLIED, DUPLICATE, NOT_FIRING, ALREADY = "applied", "duplicate", "not firing", "already acknowledged"
 SILENCES = {"loyalty_silence_1h": 1, "loyalty_silence_4h": 4, "loyalty_silence_24h": 24}  # action_id -> hours
@@ -83,5 +84,4 @@ def _acknowledge_pagerduty(check: Check, actor: str) -> None:
                catalog().dags[check.severity].http_timeout.total_seconds())
 
 
-def _time(text: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(text) if text else None
+_time = stored_time

@@ -15,6 +15,7 @@ import textwrap
 from typing import Any
 
 from loyalty_checks.channels import registry
+from loyalty_checks.units import stored_time
 
 EVENT_STYLE = {   # marker, colour, label
     "trigger": ("^", "#d62728", "trigger"),
@@ -27,8 +28,7 @@ EVENT_STYLE = {   # marker, colour, label
 }
 
 
-def _t(text: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(text) if text else None
+_t = stored_time
 
 
 def _value_text(value: float | None, unit: str) -> str:

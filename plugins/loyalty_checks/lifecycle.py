@@ -37,6 +37,7 @@ from typing import Any, Sequence
 from loyalty_checks.catalog import Check
 from loyalty_checks.channels import registry
 from loyalty_checks.evaluate import NO_DATA, Evaluation, MeasurementError
+from loyalty_checks.units import stored_time
 
 SCALAR = "_"  # the one alert of a check without entities
 
@@ -68,8 +69,7 @@ def _iso(t: dt.datetime | None) -> str | None:
     return t.isoformat() if t else None
 
 
-def _time(text: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(text) if text else None
+_time = stored_time
 
 
 # ---------------------------------------------------------------- inputs

@@ -6,6 +6,8 @@ import datetime as dt
 import re
 from typing import Any
 
+from loyalty_checks.units import stored_time
+
 # Slack's escapes: mentions (<!channel>) and links (<url|x>) need < and >.
 _SLACK_ENTITIES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " ", "\t": " "})
 # Slack mrkdwn has no escape for its formatting characters, so database text gets
@@ -48,8 +50,7 @@ def format_threshold(comparison: str, threshold: float, unit: str) -> str:
 def format_time(t: dt.datetime | str | None) -> str:
     if t is None:
         return "—"
-    if isinstance(t, str):
-        t = dt.datetime.fromisoformat(t)
+    t = stored_time(t)
     return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 

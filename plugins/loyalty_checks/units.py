@@ -51,6 +51,13 @@ def parse_time(text: Any) -> dt.datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
+def stored_time(value: str | dt.datetime | None) -> dt.datetime | None:
+    """A time the package wrote (isoformat, in JSON or XCom) back as a datetime; None stays None."""
+    if value is None or value == "":
+        return None
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def cron_times(schedule: str, start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
     """Every scheduled T of a cron schedule (UTC) in (start, end], in order: the DAG's runs."""
     from croniter import croniter

@@ -6,12 +6,9 @@ import datetime as dt
 from typing import Any
 
 from loyalty_checks.text import format_duration, format_threshold, format_time, format_value
+from loyalty_checks.units import stored_time
 
-
-def _parse(t: dt.datetime | str | None) -> dt.datetime | None:
-    if t is None or t == "":
-        return None
-    return dt.datetime.fromisoformat(t) if isinstance(t, str) else t
+_parse = stored_time
 
 
 def ago(t: dt.datetime | str | None, now: dt.datetime | None = None) -> str:
