@@ -12,6 +12,7 @@
 #   make bench-console   the alert console with 10,000 firing entities (docs/performance-console.md)
 #   make bench-faults    fault -> error page times through a black-holing proxy (docs/reliability.md; part of bench)
 #   make bench-cost      CPU of one scheduled P0 run under a real scheduler at 2, 50, 200 checks (docs/performance.md)
+#   make bench-baseline  thresholds learned from history on generated data: false alarms, recall, time (docs/performance.md)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -25,7 +26,7 @@ BENCH_DSN ?= $(or $(LOYALTY_PG_URI),postgresql://postgres@127.0.0.1:5432/postgre
 # The committed figures are those of the large tenant; other scales report under .bench/.
 BENCH_OUT ?= $(if $(filter 1 1.0,$(SCALE)),docs/performance.md,.bench/performance-$(SCALE).md)
 
-.PHONY: demo demo-ui test test-e2e test-console bench-console screenshots check-tests lint bench bench-data bench-faults bench-cost clean
+.PHONY: demo demo-ui test test-e2e test-console bench-console screenshots check-tests lint bench bench-data bench-faults bench-cost bench-baseline clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required (set PYTHON=...)")'
@@ -77,6 +78,10 @@ bench-faults: $(STAMP)
 # About 30 minutes: each size waits for a 5-minute boundary, twice (a quiet run, then every check firing).
 bench-cost: $(STAMP)
 	$(PY) -m bench.cost --output docs/performance.md $(COST_ARGS)
+
+# About 30 seconds: the headline seed and four others, a week of hourly judging each.
+bench-baseline: $(STAMP)
+	$(PY) -m bench.baseline --output docs/performance.md $(BASELINE_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
