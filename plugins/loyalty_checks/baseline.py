@@ -298,6 +298,7 @@ def judge_counts(settings: Settings, hourly: HourlyCounts, t: dt.datetime,
     a = alpha[:, None] + discount * s_c
     b = beta[:, None] + discount * n_c
     post_mean, post_var = a / b, a / b ** 2
+    post_mean[level == 0], post_var[level == 0] = 0.0, 0.0     # never a transaction: nothing usual
 
     # each window length L = 1..W (the last L hours): mean, variance, observed
     cells = np.arange(W) % P                 # the cell of window hour w (w = 0 is T - W)
