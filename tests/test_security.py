@@ -55,7 +55,7 @@ def test_secrets_never_leak_into_logs_xcoms_templates_or_messages(db, airflow_db
                                                                  secret_conns):
     expire_points_success(db, T - 31 * H, "stale")
     logs = airflow_dags_test(P0, T)
-    assert "Slack trigger message sent" in logs and "PagerDuty trigger sent" in logs  # task logs captured
+    assert "slack trigger of expiration_task_stale sent" in logs and "PagerDuty trigger sent" in logs  # task logs
     for secret in (WEBHOOK_SECRET, "XoXoWebhookSecret42", ROUTING_SECRET):
         assert secret not in logs, "a secret reached the task logs"
         assert secret not in _airflow_rows(P0), "a secret reached an XCom or a rendered template"
@@ -76,7 +76,7 @@ def test_no_personal_data_in_notifications_xcoms_or_results(db, airflow_db, airf
     emails(db, 50, "failed", T - 1 * H, recipient=secret)
     emails(db, 50, "delivered", T - 1 * H, recipient=secret)
     logs = airflow_dags_test(P1, T)
-    assert "Slack trigger message sent" in logs
+    assert "slack trigger of email_failure_rate sent" in logs
     everything = json.dumps(sink.requests) + _airflow_rows(P1) + logs
     everything += json.dumps(db.execute("SELECT to_jsonb(e) FROM loyalty_monitoring.evaluations e").fetchall(),
                              default=str)
