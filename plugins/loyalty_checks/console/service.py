@@ -93,6 +93,8 @@ def _alert_checks(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, Any
                              "runbook_url": cat.runbook_link(c.id), "dag_id": dag_id,
                              "run_id": state["last_run_id"], "run_path": run_path(dag_id, state["last_run_id"]),
                              "last_evaluated_at": iso(state["last_evaluated_at"]),
+                             "acknowledged_by": state["acknowledged_by"],
+                             "acknowledged_at": iso(state["acknowledged_at"]),
                              "last_notification": _notification(last.get(c.id))}})
     return out
 

@@ -205,9 +205,12 @@ def alert_changes(conn, check_id: str, since: dt.datetime, until: dt.datetime, l
 
 
 def check_states(conn, check_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """check id -> its latest run and T, for the checks that have an alert now."""
+    """check id -> its latest run and T, and who acknowledged its episode, for the checks that
+    have an alert now (read once per check: `lifecycle` holds every alert of the check)."""
     rows = _rows(conn, """
-        SELECT check_id, last_run_id, last_evaluated_at FROM loyalty_monitoring.check_state
+        SELECT check_id, last_run_id, last_evaluated_at, lifecycle->>'acknowledged_by' AS acknowledged_by,
+               (lifecycle->>'acknowledged_at')::timestamptz AS acknowledged_at
+        FROM loyalty_monitoring.check_state
         WHERE check_id = ANY(%(checks)s) AND status IN ('firing', 'pending')
         """, {"checks": list(check_ids)})
     return {r.pop("check_id"): r for r in rows}
@@ -226,8 +229,6 @@ _RANKED = """
         SELECT c.check_id, c.rank, c.sign, al.key, x.state, al.value->>'since' AS since,
                CASE WHEN al.key = '_' THEN NULL ELSE coalesce(x.entity->>'id', al.key) END AS entity_id,
                x.entity->>'name' AS name,
-               s.lifecycle->>'acknowledged_by' AS acknowledged_by,
-               (s.lifecycle->>'acknowledged_at')::timestamptz AS acknowledged_at,
                CASE WHEN jsonb_typeof(x.entity->'value') = 'number' THEN (x.entity->>'value')::double precision
                END AS value
         FROM c
@@ -246,8 +247,7 @@ _ORDER = "rank, state <> 'firing', sign * value NULLS LAST, name COLLATE \"C\", 
 # ("silenced" and "silence_ids" are added by the caller, see above).
 _ALERT = """c.info || jsonb_build_object(
     'entity_id', p.entity_id, 'entity_name', CASE WHEN p.entity_id IS NULL THEN NULL ELSE p.name END,
-    'state', p.state, 'since', p.since, 'value', p.value,
-    'acknowledged_by', p.acknowledged_by, 'acknowledged_at', p.acknowledged_at)"""
+    'state', p.state, 'since', p.since, 'value', p.value)"""
 
 # The page (kind 0, ranked, with the counts over all alerts), then the keys of every alert
 # that a silence may cover (kind 1): one pass over the alerts for both.
