@@ -9,8 +9,9 @@ import yaml
 
 from loyalty_checks import channels
 from loyalty_checks.catalog import DEFAULT_CATALOG
-from tests.sql.rows import MIN, T, merchant, store
+from tests.sql.rows import MIN, T
 from tests.test_dag_runs import P1
+from tests.test_routing import busy_store
 
 SENT: list[dict] = []
 
@@ -50,10 +51,7 @@ def test_a_registered_channel_is_routable_and_delivers(pigeon, db, run_dag, sink
     assert channels.names()[0] == "pagerduty"  # the pager still goes first
     check = catalog().check("rate_limit_spikes")
     assert check.routes == ("pigeon",)
-    merchant(db, 1, "Acme")
-    store(db, 10, 1, "Busy Store")
-    db.execute("INSERT INTO rate_limit_events (store_id, occurred_at, method, path)"
-               " SELECT 10, %s, 'POST', '/api/loyalty' FROM generate_series(1, 150)", (T - 30 * MIN,))
+    busy_store(db, T - 30 * MIN)
     dr, states = run_dag(P1, T)
     assert dr.state == "success", states
     assert states["rate_limit_spikes.notify_pigeon"] == "success"

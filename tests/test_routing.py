@@ -12,6 +12,18 @@ from tests.sql.rows import MIN, H, T, insert, merchant, store
 from tests.test_dag_runs import P1, P2, bodies
 
 
+def spike(db, minute, requests: int = 150) -> None:
+    """Store 10 gets `requests` 429s in one minute (rate_limit_spikes fires above 100)."""
+    db.execute("INSERT INTO rate_limit_events (store_id, occurred_at, method, path)"
+               " SELECT 10, %s, 'POST', '/api/loyalty' FROM generate_series(1, %s)", (minute, requests))
+
+
+def busy_store(db, minute) -> None:
+    merchant(db, 1, "Acme")
+    store(db, 10, 1, "Busy Store")
+    spike(db, minute)
+
+
 @pytest.fixture
 def site_catalog(tmp_path, monkeypatch):
     """site_catalog(change) -> a copy of the shipped catalog, changed, in use by the DAGs."""
@@ -30,10 +42,7 @@ def test_p1_routed_to_pagerduty_pages(db, run_dag, sink, site_catalog):
         data["dags"]["P1"]["routes"] = ["pagerduty", "slack"]
         assert any("escalate_after" in c for c in data["checks"] if c["severity"] == "P1")  # left as it is
     site_catalog(page_p1)
-    merchant(db, 1, "Acme")
-    store(db, 10, 1, "Busy Store")
-    db.execute("INSERT INTO rate_limit_events (store_id, occurred_at, method, path)"
-               " SELECT 10, %s, 'POST', '/api/loyalty' FROM generate_series(1, 150)", (T - 30 * MIN,))
+    busy_store(db, T - 30 * MIN)
     dr, states = run_dag(P1, T)
     assert dr.state == "success", states
     assert states["rate_limit_spikes.notify_pagerduty"] == "success"
@@ -46,8 +55,7 @@ def test_p1_routed_to_pagerduty_pages(db, run_dag, sink, site_catalog):
     assert slack["text"].startswith("[P1] FIRING: Rate limit spikes")
     assert sink.requests == []
 
-    db.execute("INSERT INTO rate_limit_events (store_id, occurred_at, method, path)"
-               " SELECT 10, %s, 'POST', '/api/loyalty' FROM generate_series(1, 150)", (T + 30 * MIN,))
+    spike(db, T + 30 * MIN)
     run_dag(P1, T + H)  # still firing an hour later: nothing new, no second page
     assert sink.requests == []
     run_dag(P1, T + 2 * H)  # quiet again: the incident resolves, on both channels

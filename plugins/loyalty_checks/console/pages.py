@@ -148,13 +148,17 @@ def check_page(request: Request, check_id: Annotated[str, Path(max_length=63)], 
                        if a.get("acknowledged_by")), None))
 
 
+async def _button_pressed(request: Request, viewer: Viewer) -> None:
+    """A write button's form: the right to write, and the form's CSRF token from this origin."""
+    require_write(viewer)
+    token = (await request.form()).get(CSRF_FIELD)
+    check_csrf(viewer, request, token if isinstance(token, str) else None)
+
+
 @router.post("/checks/{check_id}/ack")
 async def acknowledge_form(request: Request, check_id: Annotated[str, Path(max_length=63)], viewer: PageViewer):
     """The check page's Acknowledge button (the signed-in user is the author)."""
-    require_write(viewer)
-    form = await request.form()
-    token = form.get(CSRF_FIELD)
-    check_csrf(viewer, request, token if isinstance(token, str) else None)
+    await _button_pressed(request, viewer)
     await run_in_threadpool(api.acknowledge, viewer, check_id)
     return RedirectResponse(f"../{quote(check_id)}", status_code=303)
 
@@ -206,10 +210,7 @@ async def add_silence_form(request: Request, viewer: PageViewer):
 async def expire_silence_form(request: Request, silence_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
                               viewer: PageViewer):
     """The expire button of a listed silence."""
-    require_write(viewer)
-    form = await request.form()
-    token = form.get(CSRF_FIELD)
-    check_csrf(viewer, request, token if isinstance(token, str) else None)
+    await _button_pressed(request, viewer)
     await run_in_threadpool(api.expire, viewer, silence_id)
     return RedirectResponse(f"../../silences?expired={silence_id}", status_code=303)
 
