@@ -24,8 +24,8 @@ spec = importlib.util.spec_from_file_location("loyalty_console_plugin", {str(ROO
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 elapsed = time.process_time() - start
-from loyalty_checks.console import db
-print(json.dumps({{"seconds": elapsed, "psycopg": "psycopg" in sys.modules, "schema_ready": db._schema_ready.is_set(),
+from loyalty_checks import connections
+print(json.dumps({{"seconds": elapsed, "psycopg": "psycopg" in sys.modules, "schema_ready": bool(connections._schema_ready),
                   "plugin": module.LoyaltyConsolePlugin.name}}))
 """
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path),

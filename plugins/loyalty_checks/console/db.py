@@ -9,42 +9,21 @@ a DBA can see.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 STATEMENT_TIMEOUT_MS = 5000
 APPLICATION_NAME = "loyalty_checks:console"
 WORK_MEM = "32MB"  # ranking 10,000 alerts sorts in memory
-_schema_ready = threading.Event()
-
-
-@contextmanager
-def _connect() -> Iterator[Any]:
-    try:  # the shared connection module, once it exists
-        from loyalty_checks.connections import monitoring_db as shared
-    except ImportError:
-        shared = None
-    if shared is not None:
-        with shared() as conn:
-            yield conn
-        return
-    from loyalty_checks import deliver
-
-    with deliver.monitoring_db() as conn:
-        yield conn
 
 
 @contextmanager
 def connection() -> Iterator[Any]:
-    """An autocommit psycopg connection to the alert state, its tables created if missing."""
-    with _connect() as conn:
-        conn.autocommit = True
-        if not _schema_ready.is_set():
-            from loyalty_checks.store import ensure_schema
+    """An autocommit psycopg connection to the alert state, its tables created on first use
+    (connections.monitoring_db, as the DAGs' tasks open it)."""
+    from loyalty_checks.connections import monitoring_db
 
-            ensure_schema(conn)
-            _schema_ready.set()
+    with monitoring_db() as conn:
         yield conn
 
 
