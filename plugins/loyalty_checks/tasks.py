@@ -195,15 +195,14 @@ def decide(check: Check, measurement, context) -> list[str]:
     from loyalty_checks import lifecycle, pipeline
     from loyalty_checks.store.alerts import AlertStore
 
-    evaluation = pipeline.outcome_of(check, measurement)
     run = run_ref(context)
     marker = _blind_marker(check, context)
     blind = _sent_while_blind(marker)
     try:
         with connections.monitoring_db(check=check) as conn:
             decision = pipeline.run(check, measurement, AlertStore(conn, run), blind)
-        notes = [n.to_dict() for n in decision.notifications]
     except Exception as exc:
+        evaluation = pipeline.outcome_of(check, measurement)  # decided without the state: fail open
         notes = lifecycle.fail_open(check, evaluation, blind, run.t)
         if notes is None:
             raise StateUnavailable(f"{check.id} was measured ({evaluation.status}) but its alert state is"
@@ -215,8 +214,9 @@ def decide(check: Check, measurement, context) -> list[str]:
         _remember_blind(check, context, marker, "paged_at", run.t)
         context["ti"].xcom_push(key="failopen", value={"note": notes[0].to_dict(), "evaluation": evaluation.to_dict()})
         return list(notes[0].channels)
+    evaluation, notes = decision.outcome, [n.to_dict() for n in decision.notifications]
     log.info("%s: %s, value %s, %d breaching entities; notifications: %s", check.id, evaluation.status,
-             evaluation.value, len(evaluation.entities),
+             getattr(evaluation, "value", None), len(getattr(evaluation, "entities", ())),
              ", ".join(f"{n['event']} -> {'+'.join(n['channels'])}" for n in notes) or "none")
     return sorted({ch for n in notes for ch in n["channels"]})
 
