@@ -51,6 +51,19 @@ def parse_body(raw: bytes, content_type: str | None) -> Any:
     return form
 
 
+
+def reply(handler, status: int, body: Any, headers: dict[str, str] | None = None,
+          content_type: str | None = None) -> None:
+    """Answer a request of an http.server handler: text as text/plain, anything else as JSON."""
+    data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    handler.send_response(status)
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.send_header("Content-Type", content_type or ("text/plain" if isinstance(body, str) else "application/json"))
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
 class CaptureServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, log_file: str | Path | None = None,
                  on_record=None):
@@ -111,14 +124,7 @@ class CaptureServer:
                 self._reply(200, "OK")
 
             def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None):
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                self.send_response(status)
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, body, headers)
 
             def log_message(self, *args):  # keep test and demo output clean
                 pass

@@ -45,6 +45,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 
+from demo.capture_server import reply
+
 BOT_METHODS = ("chat.postMessage", "chat.update", "usergroups.users.list")
 
 
@@ -455,13 +457,7 @@ class SlackStandin:
             do_GET = do_POST = _handle  # noqa: N815 - http.server API
 
             def _reply(self, status: int, body: Any, content_type: str | None = None):
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type or
-                                 ("text/plain" if isinstance(body, str) else "application/json"))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, body, content_type=content_type)
 
             def log_message(self, *args):  # keep test and demo output clean
                 pass
