@@ -240,8 +240,65 @@ class DagSpec(_Model):
                                    description="Slack, PagerDuty, heartbeat: per request")
 
 
+def _whole_hours(value: Any) -> timedelta:
+    value = duration(value)
+    if value <= timedelta(0) or value % timedelta(hours=1):
+        raise ValueError(f"must be a positive number of whole hours, got {value}")
+    return value
+
+
+def _probability(value: Any) -> float:
+    value = _number(value)
+    if not 0 < value < 0.5:
+        raise ValueError(f"must be between 0 and 0.5 (a tail probability), got {value:g}")
+    return value
+
+
+def _positive(value: Any) -> float:
+    value = _number(value)
+    if not value > 0:
+        raise ValueError(f"must be > 0, got {value:g}")
+    return value
+
+
+_HOURS_SCHEMA = {"type": "string", "pattern": DURATION.pattern, "description": "whole hours: 3h, 28d, 4w"}
+Hours = Annotated[timedelta, BeforeValidator(_whole_hours), WithJsonSchema(_HOURS_SCHEMA)]
+SEASONS = ("hour_of_week", "hour_of_day", "none")
+
+
+class Baseline(_Model):
+    """A threshold learned from each entity's own history (shared/spec/baselines.md,
+    loyalty_checks/baseline.py): instead of `threshold`."""
+    season: Annotated[str, BeforeValidator(_one_of(SEASONS)), _enum(SEASONS)] = Field(
+        "hour_of_week", description="the usual level per hour of the week, of the day, or one level")
+    history: Hours = Field(timedelta(days=28), json_schema_extra={"default": "28d"},
+                           description="how far back the usual level is learned")
+    min_history: Duration = Field(timedelta(days=14), json_schema_extra={"default": "14d"},
+                                  description="an entity with less history is 'insufficient history': never fires")
+    window: Hours = Field(timedelta(hours=3), json_schema_extra={"default": "3h"},
+                          description="the longest trailing window judged at T")
+    min_expected: Annotated[float, BeforeValidator(_positive), _schema(type="number", exclusiveMinimum=0)] = Field(
+        12.0, description="judge the shortest trailing window of whole hours whose expected count reaches this")
+    tail: Annotated[float, BeforeValidator(_probability), _schema(type="number", exclusiveMinimum=0,
+                                                                  exclusiveMaximum=0.5)] = Field(
+        0.001, description="fires when the observed count is this improbable under the usual level")
+
+    def settings(self, comparison: str):
+        """The statistics' settings (loyalty_checks.baseline.Settings)."""
+        from loyalty_checks.baseline import Settings
+
+        return Settings(season=self.season, history=self.history, min_history=self.min_history,
+                        window=self.window, min_expected=self.min_expected, tail=self.tail,
+                        comparison=comparison[0])
+
+    @property
+    def span(self) -> timedelta:
+        """The hours the SQL returns counts for: the history and the longest window before T."""
+        return self.history + self.window
+
+
 class Check(_Model):
-    """One check: its SQL, threshold, lifecycle and routes (defaults filled from its DAG)."""
+    """One check: its SQL, threshold (or baseline), lifecycle and routes (defaults filled from its DAG)."""
     id: Annotated[str, BeforeValidator(_text), _schema(type="string", pattern=CHECK_ID.pattern)]
     severity: Annotated[str, BeforeValidator(_one_of(SEVERITIES)), _enum(SEVERITIES)]
     title: Text
@@ -251,8 +308,11 @@ class Check(_Model):
     metric: Text
     unit: Annotated[str, BeforeValidator(_optional_text), _schema(type="string")] = ""
     comparison: Annotated[str, BeforeValidator(_one_of(COMPARISONS)), _enum(COMPARISONS)] = Field(
-        description="fires when `value <comparison> threshold`")
-    threshold: Number
+        description="fires when `value <comparison> threshold`; with `baseline`: < a drop, > a rise")
+    threshold: Annotated[float | None, BeforeValidator(lambda v: None if v is None else _number(v)),
+                         _schema(type="number")] = Field(None, description="a number; or `baseline` instead")
+    baseline: Baseline | None = Field(None, description="instead of `threshold`: the usual level of each entity,"
+                                                        " learned from its own history")
     window: OptionalDuration = Field(None, description="bound as %(window)s; windows are (T - window, T]")
     params: Annotated[dict[str, Any], BeforeValidator(_params),
                       _schema(type="object", propertyNames={"pattern": CHECK_ID.pattern, "not": {"enum": ["t", "window"]}},
@@ -427,7 +487,8 @@ def _where(data: Any, loc: tuple, where: str) -> tuple[str, str | None]:
         ident = item.get("id") if isinstance(item, dict) else None
         kind = "check" if head == "checks" else "digest metric"
         label = f"{kind} {ident!r}" if isinstance(ident, str) and ident else f"{head}[{rest[0]}]"
-        return f"{where}: {label}", str(rest[1]) if len(rest) > 1 else None
+        name = ".".join(str(p) for p in rest[1:3]) if rest[1:2] == ("baseline",) else str(rest[1]) if len(rest) > 1 else None
+        return f"{where}: {label}", name
     return where, ".".join(str(part) for part in loc)
 
 
@@ -465,6 +526,17 @@ def _resolve(check: Check, dag: DagSpec, where: str) -> Check:
         fail("escalate_after", f"a check of the weekly digest does not escalate (routes: {list(routes)})")
     if escalate is not None and channels.pager() in routes:
         lifecycle["escalate_after"] = None  # it pages already: escalating to the pager is moot
+    if check.baseline is None and check.threshold is None:
+        fail("threshold", "is required (or `baseline`: a threshold learned from history)")
+    if check.baseline is not None:
+        for name, bad in (("threshold", check.threshold is not None), ("recovery_threshold", check.recovery_threshold is not None),
+                          ("window", check.window is not None)):
+            if bad:
+                fail(name, "a check with `baseline` has none (its window is baseline.window)")
+        if check.entity is None:
+            fail("baseline", "needs `entity`: the usual level is learned per entity")
+        if check.comparison not in ("<", ">"):
+            fail("comparison", f"a baseline fires on a drop (<) or a rise (>), got {check.comparison!r}")
     recovery = check.recovery_threshold
     if recovery is not None and check.breaches(recovery) and recovery != check.threshold:
         fail("recovery_threshold", f"must be on the ok side of the threshold ({check.comparison} {check.threshold:g}),"
@@ -535,7 +607,7 @@ def with_overrides(cat: Catalog, check_id: str, overrides: dict[str, Any], where
     """The check with some catalog fields replaced, validated exactly like the catalog.
 
     Keys are field names of a catalog check (`threshold`, `for_runs`, `repeat_after`,
-    `window`, ...) or `params.NAME`; values as YAML gives them (numbers, durations such
+    `window`, ...), `params.NAME` or `baseline.NAME`; values as YAML gives them (numbers, durations such
     as "2h", null). Used by check tests and backtests; errors name `where` and the field.
     """
     try:
@@ -545,7 +617,15 @@ def with_overrides(cat: Catalog, check_id: str, overrides: dict[str, Any], where
     raw["params"] = dict(raw.get("params") or {})
     for key, value in overrides.items():
         name = key.split(".", 1)[1] if key.startswith("params.") else None
-        if name is not None:
+        if key.startswith("baseline."):
+            field_name = key.split(".", 1)[1]
+            if not isinstance(raw.get("baseline"), dict):
+                raise CatalogError(f"{where}: check {check_id!r} has no baseline (field {key!r})")
+            if field_name not in Baseline.model_fields:
+                raise CatalogError(f"{where}: field {key!r} is not a baseline field (allowed: "
+                                   f"{', '.join('baseline.' + f for f in Baseline.model_fields)})")
+            raw["baseline"] = {**raw["baseline"], field_name: value}
+        elif name is not None:
             if name not in raw["params"]:
                 known = ", ".join(raw["params"]) or "none"
                 raise CatalogError(f"{where}: check {check_id!r} has no parameter {name!r} (its params: {known})")

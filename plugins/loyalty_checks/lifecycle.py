@@ -247,6 +247,8 @@ class Known:
     state: CheckState
     silences: Sequence[Silence] = ()
     earlier: tuple[str, list[dict[str, Any]]] | None = None
+    excluded: dict[str, set[dt.datetime]] | None = None  # a baseline check's: hours left out of each
+                                                          # entity's history (evaluate.excluded_hours)
 
 
 def decided_again(earlier: tuple[str, list[dict[str, Any]]] | None,
@@ -379,7 +381,13 @@ def _observations(check: Check, ev: Evaluation) -> dict[str, dict[str, Any]] | N
     return {e["id"]: e for e in ev.all_entities}
 
 
-def _breaching(check: Check, value: float | None, firing: bool) -> bool:
+UNJUDGED = ("not_judged", "insufficient_history")  # a baseline check's entities it could not judge at T
+
+
+def _breaching(check: Check, seen: dict[str, Any], firing: bool) -> bool:
+    if check.baseline is not None:  # judged against the entity's own usual level (evaluate.py)
+        return seen.get("judged") == "firing"
+    value = seen.get("value")
     if value is None:  # only reached for no_data: fire
         return True
     if firing and check.recovery_threshold is not None:
@@ -397,7 +405,11 @@ def _step_alerts(check: Check, state: CheckState, observed: dict[str, dict[str, 
         if seen is not None:
             alert.entity = seen
         firing = alert.status == Status.FIRING
-        if seen is not None and _breaching(check, seen.get("value"), firing):
+        if seen is not None and seen.get("judged") in UNJUDGED:
+            if alert.status != Status.OK:  # cannot tell (a quiet hour): neither a breach nor clean
+                state.alerts[key] = alert
+            continue
+        if seen is not None and _breaching(check, seen, firing):
             alert.breaches, alert.cleans = alert.breaches + 1, 0
             if not firing and alert.breaches >= check.for_runs:
                 alert.status, alert.since = Status.FIRING, _iso(t)

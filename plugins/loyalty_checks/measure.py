@@ -4,7 +4,9 @@ SQL contract (include/sql/README.md): bound parameters %(t)s (T, timestamptz),
 %(window)s (interval or NULL) and the check's `params`. A check without entities
 returns one row with a `value` column (NULL or no row = no data); a check with
 entities returns one row per entity with `entity_id`, `entity_name`, `value`. Any
-other column is kept as a detail.
+other column is kept as a detail. A check with a `baseline` returns hourly counts instead
+(shape_hourly): `entity_id`, `entity_name`, `hour_start`, `value` (the count of that UTC
+hour), `first_seen`, for the hours of `baseline.span` before T (bound as %(window)s).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Measurement:
     details: dict[str, Any] = field(default_factory=dict)
     entities: list[dict[str, Any]] | None = None
     error: str | None = None
+    hourly: Any = None   # a baseline check's counts: baseline.HourlyCounts (entities: id and name only)
 
     @classmethod
     def failed(cls, check_id: str, t: dt.datetime, exc: BaseException | str) -> Measurement:
@@ -38,7 +41,7 @@ class Measurement:
         """{'value', 'details', 'entities'}: what evaluate.py compares with the threshold."""
         if self.error is not None:
             raise CheckSqlError(f"{self.check_id} at {self.t.isoformat()}: {self.error}")
-        return {"value": self.value, "details": self.details, "entities": self.entities}
+        return {"value": self.value, "details": self.details, "entities": self.entities, "hourly": self.hourly}
 
 
 class CheckSqlError(RuntimeError):
@@ -48,7 +51,8 @@ class CheckSqlError(RuntimeError):
 def sql_parameters(item: Check | DigestMetric, t: dt.datetime) -> dict[str, Any]:
     params = dict(getattr(item, "params", {}) or {})
     params["t"] = t
-    params["window"] = item.window
+    baseline = getattr(item, "baseline", None)
+    params["window"] = baseline.span if baseline is not None else item.window
     return params
 
 
@@ -84,12 +88,47 @@ def _number(value: Any, where: str) -> float | None:
     return float(value)
 
 
+def shape_hourly(check: Check, columns: list[str], rows: list[tuple]) -> dict[str, Any]:
+    """A baseline check's rows as a measurement: the entities (id, name) and their hourly
+    counts (baseline.HourlyCounts)."""
+    from loyalty_checks.baseline import HourlyCounts
+
+    where = f"check {check.id!r} ({check.sql_path})"
+    required = ["entity_id", "entity_name", "hour_start", "value", "first_seen"]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise CheckSqlError(f"{where}: result lacks column {missing[0]!r}; got columns {columns}")
+    at = [columns.index(c) for c in required]
+    names: dict[str, str] = {}
+    counts = []
+    for row in rows:
+        entity_id, name, hour, value, first_seen = (row[i] for i in at)
+        if entity_id is None:
+            raise CheckSqlError(f"{where}: column 'entity_id' must not be NULL")
+        if first_seen is None or not isinstance(first_seen, dt.datetime):
+            raise CheckSqlError(f"{where}: column 'first_seen' must be a timestamptz, got {first_seen!r}")
+        if hour is not None and not isinstance(hour, dt.datetime):
+            raise CheckSqlError(f"{where}: column 'hour_start' must be a timestamptz, got {hour!r}")
+        key = str(entity_id)
+        names.setdefault(key, str(name) if name is not None else key)
+        counts.append((key, hour, _number(value, where) or 0.0, first_seen))
+    try:
+        hourly = HourlyCounts.from_rows(counts)
+    except ValueError as exc:
+        raise CheckSqlError(f"{where}: {exc}") from None
+    return {"value": None, "details": {}, "hourly": hourly,
+            "entities": [{"id": key, "name": name} for key, name in names.items()]}
+
+
 def shape_rows(check: Check, columns: list[str], rows: list[tuple]) -> dict[str, Any]:
-    """Turn result rows into a measurement: {'value', 'details', 'entities'}.
+    """Turn result rows into a measurement: {'value', 'details', 'entities'} (a baseline
+    check's: shape_hourly).
 
     For a check with entities, `value` is None and every entity carries its own value;
     entities with a NULL value are dropped (nothing was measured for them).
     """
+    if check.baseline is not None:
+        return shape_hourly(check, columns, rows)
     where = f"check {check.id!r} ({check.sql_path})"
     required = ["value"] + (["entity_id", "entity_name"] if check.entity else [])
     missing = [c for c in required if c not in columns]

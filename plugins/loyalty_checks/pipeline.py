@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import datetime as dt
 from contextlib import contextmanager
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from loyalty_checks import lifecycle
 from loyalty_checks.catalog import Check
-from loyalty_checks.evaluate import Evaluation, MeasurementError, evaluate
+from loyalty_checks.evaluate import Evaluation, MeasurementError, evaluate, excluded_hours
 from loyalty_checks.lifecycle import CheckState, Decision, Known, Notification, SentWhileBlind, Silence
 from loyalty_checks.measure import Measurement, measure  # noqa: F401 - the first stage, re-exported
 
 
-def outcome_of(check: Check, measurement: Measurement) -> Evaluation | MeasurementError:
-    """The threshold on a measurement (or its error)."""
+def outcome_of(check: Check, measurement: Measurement,
+               excluded: dict[str, set[dt.datetime]] | None = None) -> Evaluation | MeasurementError:
+    """The threshold (or a baseline check's learned one, `excluded` hours left out of the
+    entities' history) on a measurement, or its error."""
     if measurement.error is not None:
         return MeasurementError(check.id, measurement.error)
     try:
-        return evaluate(check, measurement.rows())
+        return evaluate(check, measurement.rows(), measurement.t, excluded)
     except Exception as exc:  # noqa: BLE001 - a value the threshold cannot compare is the check's failure
         return MeasurementError(check.id, f"{type(exc).__name__}: {exc}"[:2000])
 
@@ -61,14 +63,21 @@ def record(store: Store, check: Check, decision: Decision) -> None:
 
 def run(check: Check, measurement: Measurement, store: Store, blind: SentWhileBlind | None = None) -> Decision:
     """decide and record under the store's lock: two workers cannot both decide, and a T
-    decided before gets that decision back (lifecycle.decided_again) instead of a new one."""
-    return settle(check, outcome_of(check, measurement), measurement.t, store, blind)
+    decided before gets that decision back (lifecycle.decided_again) instead of a new one.
+    A baseline check is evaluated there too: the store knows which hours its history leaves out."""
+    return _settle(check, lambda known: outcome_of(check, measurement, known.excluded), measurement.t, store, blind)
 
 
 def settle(check: Check, outcome: Evaluation | MeasurementError, t: dt.datetime, store: Store,
            blind: SentWhileBlind | None = None) -> Decision:
     """`run` from the threshold's outcome (tests of the store feed outcomes directly)."""
+    return _settle(check, lambda known: outcome, t, store, blind)
+
+
+def _settle(check: Check, outcome_for: Callable[[Known], Evaluation | MeasurementError], t: dt.datetime,
+            store: Store, blind: SentWhileBlind | None) -> Decision:
     with store.deciding(check, t) as known:
+        outcome = outcome_for(known)
         again = lifecycle.decided_again(known.earlier, outcome)
         if again is not None:
             return Decision(known.state, [Notification.from_dict(n) for n in again], applied=False,
@@ -101,10 +110,19 @@ class MemoryStore:
     def __init__(self, silences: Sequence[Silence] = ()):
         self.state = CheckState()
         self.silences = tuple(silences)
+        self.firing: list[tuple[dt.datetime, list[dict]]] = []   # a baseline check's firing evaluations
+        self.t: dt.datetime | None = None
 
     @contextmanager
     def deciding(self, check: Check, t: dt.datetime) -> Iterator[Known]:
-        yield Known(self.state, self.silences)
+        self.t, excluded = t, None
+        if check.baseline is not None:
+            excluded = excluded_hours(check, t, [(at, es) for at, es in self.firing if at < t],
+                                      [(s.entity_id, s.starts_at or t, s.ends_at) for s in self.silences])
+        yield Known(self.state, self.silences, excluded=excluded)
 
     def record(self, check: Check, decision: Decision) -> None:
         self.state = decision.state
+        outcome = decision.outcome
+        if check.baseline is not None and isinstance(outcome, Evaluation) and outcome.entities:
+            self.firing.append((self.t, outcome.entities))

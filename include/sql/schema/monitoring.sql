@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS loyalty_monitoring.evaluations (
     status          text             NOT NULL CHECK (status IN ('ok', 'firing', 'no_data', 'error')),
     alert_status    text             NOT NULL DEFAULT 'ok',  -- ok | pending | firing after this evaluation
     value           double precision,
-    threshold       double precision NOT NULL,
+    threshold       double precision,                     -- NULL for a check with a learned baseline
     comparison      text             NOT NULL,
     entities        jsonb            NOT NULL DEFAULT '[]',  -- every breaching entity, worst first
     entities_total  integer          NOT NULL DEFAULT 0,     -- entities measured
@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS loyalty_monitoring.evaluations (
     recorded_at     timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (check_id, evaluated_at)
 );
+-- Before baselines (issue 19) every check had a fixed threshold.
+ALTER TABLE loyalty_monitoring.evaluations ALTER COLUMN threshold DROP NOT NULL;
 -- The P1 watchdog looks up the latest evaluation of the P0 DAG.
 CREATE INDEX IF NOT EXISTS evaluations_dag_time ON loyalty_monitoring.evaluations (dag_id, evaluated_at DESC);
 -- The console's chart of a check (store/console.py evaluation_buckets): a year of a P0 check is

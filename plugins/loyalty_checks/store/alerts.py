@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from loyalty_checks.catalog import Check
-from loyalty_checks.evaluate import Evaluation, MeasurementError
+from loyalty_checks.evaluate import Evaluation, MeasurementError, excluded_hours, judged_hour
 from loyalty_checks.lifecycle import CheckState, Decision, Known, Silence, silence_active
 
 
@@ -46,6 +46,20 @@ def active_silences(conn, check_id: str, t: dt.datetime) -> list[Silence]:
         "SELECT id, check_id, entity_id, ends_at, author, reason, starts_at FROM loyalty_monitoring.silences"
         " WHERE check_id = %s AND ends_at > %s ORDER BY id", (check_id, t)).fetchall()
     return [s for s in (Silence(*row) for row in rows) if silence_active(s, t)]
+
+
+def left_out_hours(conn, check: Check, t: dt.datetime) -> dict[str | None, set[dt.datetime]]:
+    """A baseline check's hours left out of each entity's history at T (evaluate.excluded_hours):
+    from its firing evaluations and its silences within the span it learns from."""
+    since = judged_hour(t) - check.baseline.span
+    firing = conn.execute(
+        "SELECT evaluated_at, entities FROM loyalty_monitoring.evaluations WHERE check_id = %s"
+        " AND evaluated_at > %s AND evaluated_at < %s AND status = 'firing' ORDER BY evaluated_at",
+        (check.id, since, t)).fetchall()
+    silenced = conn.execute(
+        "SELECT entity_id, starts_at, ends_at FROM loyalty_monitoring.silences"
+        " WHERE check_id = %s AND ends_at > %s AND starts_at < %s", (check.id, since, t)).fetchall()
+    return excluded_hours(check, t, firing, silenced)
 
 
 @contextmanager
@@ -123,7 +137,9 @@ class AlertStore:
         """The check's state under its row lock (held until the transaction ends), the
         silences active at T and what T was decided before."""
         with locked_state(self.conn, check.id) as state:
-            yield Known(state, active_silences(self.conn, check.id, t), decided_before(self.conn, check.id, t))
+            excluded = left_out_hours(self.conn, check, t) if check.baseline is not None else None
+            yield Known(state, active_silences(self.conn, check.id, t), decided_before(self.conn, check.id, t),
+                        excluded)
 
     def record(self, check: Check, decision: Decision) -> None:
         store(self.conn, check, self.run, decision.outcome, decision, list(decision.silences))
