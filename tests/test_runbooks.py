@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from loyalty_checks.catalog import catalog
+from loyalty_checks.text import format_duration
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "docs" / "runbooks.md"
 
@@ -128,6 +129,14 @@ def test_section_has_its_parts_in_order(sections, check):
 @pytest.mark.parametrize("check", CHECKS, ids=CHECK_IDS)
 def test_section_cites_the_catalog_threshold_and_window(sections, check):
     what = sections[check.id].split("**What it means**", 1)[1].split("**Impact**", 1)[0]
+    if check.baseline is not None:  # a learned threshold: its settings, as the catalog writes them
+        b = check.baseline
+        for setting in (f"tail: {b.tail:g}", f"min_expected: {b.min_expected:g}", f"comparison: {check.comparison}",
+                        f"window: {format_duration(b.window).replace(' ', '')}",
+                        f"history: {format_duration(b.history).replace(' ', '')}",
+                        f"min_history: {format_duration(b.min_history).replace(' ', '')}"):
+            assert f"`{setting}`" in what, f"'## {check.id}' must state `{setting}`"
+        return
     assert f"`{check.comparison} {check.threshold:g}`" in what, (
         f"'## {check.id}' must state the firing condition `{check.comparison} {check.threshold:g}`")
     assert f"threshold: {check.threshold:g}`" in what

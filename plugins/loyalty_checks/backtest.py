@@ -47,9 +47,10 @@ MAX_CANDIDATES = 200
 # Fields that do not change the SQL or its parameters: variants differing only there
 # share one evaluation of the SQL per T.
 SQL_FREE_FIELDS = ("threshold", "recovery_threshold", "for_runs", "clear_runs", "repeat_after", "escalate_after")
-NUMBER_FIELDS = ("threshold", "recovery_threshold")
+NUMBER_FIELDS = ("threshold", "recovery_threshold", "baseline.tail", "baseline.min_expected")
 COUNT_FIELDS = ("for_runs", "clear_runs")
-DURATION_FIELDS = ("repeat_after", "escalate_after", "window")
+DURATION_FIELDS = ("repeat_after", "escalate_after", "window", "baseline.window", "baseline.history",
+                   "baseline.min_history")
 
 
 class BacktestError(UsageError):
@@ -174,13 +175,20 @@ def settings(check: Check) -> dict[str, Any]:
     }
     for name, value in sorted(check.params.items()):
         out[f"params.{name}"] = duration_text(value) if isinstance(value, dt.timedelta) else value
+    if check.baseline is not None:
+        b = check.baseline
+        out.update({"baseline.season": b.season, "baseline.history": duration_text(b.history),
+                    "baseline.min_history": duration_text(b.min_history), "baseline.window": duration_text(b.window),
+                    "baseline.min_expected": _plain(b.min_expected), "baseline.tail": b.tail})
     return out
 
 
 def _sql_signature(check: Check) -> tuple:
-    """What the measurement depends on: variants with the same one share it."""
+    """What the measurement depends on: variants with the same one share it (a baseline's
+    tail or min_expected do not change its SQL; its span does)."""
     return (check.sql, check.window, tuple(sorted((k, str(v)) for k, v in check.params.items())),
-            check.statement_timeout, check.source, check.entity)
+            check.statement_timeout, check.source, check.entity,
+            check.baseline.span if check.baseline is not None else None)
 
 
 # ---------------------------------------------------------------- measuring
@@ -205,21 +213,30 @@ class _Series:
         else:
             found = outcome.all_entities
         for e in found:
+            if e["value"] is None:  # a baseline check's entity it could not judge
+                continue
             s = self.entities.get(e["id"])
             if s is None:
-                s = self.entities[e["id"]] = {"name": e["name"], "points": [], "worst": e["value"]}
+                s = self.entities[e["id"]] = {"name": e["name"], "points": [], "worst": self._key(e)}
             s["points"].append((i, e["value"]))
-            if self.check.worst_first_key(e["value"]) < self.check.worst_first_key(s["worst"]):
-                s["worst"] = e["value"]
+            s["worst"] = min(s["worst"], self._key(e))
+            if e.get("band"):  # a baseline check's usual range at this T
+                s.setdefault("bands", []).append((i, *e["band"]))
         if len(self.entities) > 2 * SERIES_TRACKED:
             self._prune(SERIES_TRACKED)
 
+    def _key(self, e: dict[str, Any]) -> float:
+        """Worst first: the most breaching value; a baseline check's smallest p-value."""
+        if self.check.baseline is not None:
+            return e.get("p_value") if e.get("p_value") is not None else 1.0
+        return self.check.worst_first_key(e["value"])
+
     def _prune(self, keep: int) -> None:
-        ranked = sorted(self.entities.items(), key=lambda kv: self.check.worst_first_key(kv[1]["worst"]))
+        ranked = sorted(self.entities.items(), key=lambda kv: kv[1]["worst"])
         self.entities = dict(ranked[:keep])
 
     def to_json(self) -> dict[str, Any]:
-        ranked = sorted(self.entities, key=lambda k: self.check.worst_first_key(self.entities[k]["worst"]))
+        ranked = sorted(self.entities, key=lambda k: self.entities[k]["worst"])
         chosen = ranked[:SERIES_ENTITIES]
         out = []
         for key in chosen:
@@ -228,6 +245,12 @@ class _Series:
             for i, v in s["points"]:
                 values[i] = v
             out.append({"id": key, "name": s["name"], "values": values})
+            if "bands" in s:
+                low: list[float | None] = [None] * len(self.times)
+                high: list[float | None] = [None] * len(self.times)
+                for i, lo, hi in s["bands"]:
+                    low[i], high[i] = lo, hi
+                out[-1].update(low=low, high=high)
         return {"t": [t.isoformat() for t in self.times], "entities": out}
 
 

@@ -63,10 +63,17 @@ def plot_png(result: dict[str, Any], path_or_file) -> None:
                  textwrap.shorten(f"{series.get('entity') or 'entity'} {e['name']} ({e['id']})", 40))
         ax.plot(times, ys, marker="." if len(times) <= 400 else None, markersize=4, linewidth=1.4, label=label)
     cmp = series.get("comparison", ">")
-    ax.axhline(series["threshold"] * scale, color="#d62728", linestyle="--", linewidth=1.6,
-               label=f"threshold: fires when {cmp} {_value_text(series['threshold'], unit)}")
+    banded = [e for e in series["entities"] if e.get("low")]
+    if banded:  # a learned threshold: the usual range of the worst entity (5-95 %)
+        e = banded[0]
+        ax.fill_between(times, [v if v is not None else math.nan for v in e["low"]],
+                        [v if v is not None else math.nan for v in e["high"]], color="#1f77b4", alpha=0.15,
+                        linewidth=0, label=textwrap.shorten(f"usual range of {e['name']} (5–95 %)", 40))
+    if series["threshold"] is not None:
+        ax.axhline(series["threshold"] * scale, color="#d62728", linestyle="--", linewidth=1.6,
+                   label=f"threshold: fires when {cmp} {_value_text(series['threshold'], unit)}")
     base = series.get("baseline_threshold")
-    if base is not None and base != series["threshold"]:
+    if base is not None and series["threshold"] is not None and base != series["threshold"]:
         ax.axhline(base * scale, color="#7f7f7f", linestyle=":", linewidth=1.4,
                    label=f"current catalog threshold {cmp} {_value_text(base, unit)}")
     if series.get("recovery_threshold") is not None:

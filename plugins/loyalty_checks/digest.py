@@ -19,7 +19,7 @@ from loyalty_checks import channels, connections
 from loyalty_checks.catalog import DIGEST, Catalog, Severity
 from loyalty_checks.lifecycle import shown_status
 from loyalty_checks.parsing import build
-from loyalty_checks.text import format_threshold, format_time, format_value, slack_escape, truncate
+from loyalty_checks.text import format_time, format_value, rule_text, slack_escape, truncate
 
 log = logging.getLogger(__name__)
 DIGEST_ID = "weekly_digest"
@@ -47,7 +47,7 @@ def digest_message(cat: Catalog, t, evaluations: dict[str, dict | None],
         title = f"<{cat.runbook_link(check.id)}|{check.title}>" if status == "firing" else check.title
         head = (f"{STATUS_ICON[status]} *{title}* (`{check.id}`): "
                 f"{format_value(ev.get('value') if ev else None, check.unit)}"
-                f" — fires when {format_threshold(check.comparison, check.threshold, check.unit)}")
+                f" — fires when {rule_text(check)}")
         if status is None or status == "error":
             reason = slack_escape((ev or {}).get("error") or "not evaluated in this run", 200)
             head += f" — *could not be evaluated*: {reason}"

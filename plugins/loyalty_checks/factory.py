@@ -30,7 +30,7 @@ from loyalty_checks.catalog import DIGEST, Catalog, Check, DagSpec, Severity, ca
 from loyalty_checks.channels import registry
 from loyalty_checks.lifecycle import channels_used
 from loyalty_checks.parsing import build, in_group, running_task
-from loyalty_checks.text import format_duration, format_threshold
+from loyalty_checks.text import format_duration, rule_text
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 # Caps concurrent check queries on the production database. Create it once:
@@ -76,7 +76,7 @@ def _grafana_text(cat: Catalog) -> str:
 def _doc_md(spec: DagSpec, checks: tuple[Check, ...], cat: Catalog) -> str:
     # Narrow, so that the UI's doc dialog shows it whole; the long parts go in the list below.
     rows = "\n".join(
-        f"| [`{c.id}`]({cat.runbook_link(c.id)}) | {format_threshold(c.comparison, c.threshold, c.unit)} "
+        f"| [`{c.id}`]({cat.runbook_link(c.id)}) | {rule_text(c)} "
         f"| {c.window_text or '—'} |" for c in checks)
     details = "\n".join(
         f"- [`{c.id}`]({cat.runbook_link(c.id)}) **{c.title}**: {c.metric}; {_lifecycle_text(c)}." for c in checks)

@@ -16,9 +16,9 @@ from loyalty_checks.catalog import Check
 from loyalty_checks.lifecycle import ERROR, ERROR_RESOLVE, ESCALATE, REMINDER, RESOLVE, SCALAR, TRIGGER, UPDATE
 from loyalty_checks.text import (
     format_duration,
-    format_threshold,
     format_time,
     format_value,
+    rule_text,
     slack_escape,
     truncate,
 )
@@ -26,6 +26,7 @@ from loyalty_checks.text import (
 PAGERDUTY_SUMMARY_MAX = 1024
 SLACK_TEXT_MAX = 3000          # a section block's text limit
 SLACK_HEADER_MAX = 150
+BASELINE_KEYS = ("expected", "band", "label", "window_hours", "p_value")  # a baseline entity's, in PagerDuty's details
 
 
 @dataclass(frozen=True)
@@ -52,16 +53,39 @@ class Notice:
 
     @property
     def threshold_text(self) -> str:
-        return format_threshold(self.check.comparison, self.check.threshold, self.check.unit)
+        return rule_text(self.check)
+
+    @property
+    def value_summary(self) -> str:
+        """The value beside its rule: `12 ms (threshold > 5 ms)`; a baseline check's worst
+        entity against its usual level (`Main St: 3 transactions in the last 2 h, usual ...`)."""
+        if self.check.baseline is None:
+            return f"{self.value_text} (threshold {self.threshold_text})"
+        worst = (self.evaluation.get("details") or {}).get("worst")
+        if not worst:
+            return f"{self.value_text} ({self.threshold_text})"
+        return f"{worst['name']}: {baseline_text(worst, self.check.unit)}"
 
     @property
     def window_text(self) -> str:
+        if self.check.baseline is not None:
+            return f"last 1–{format_duration(self.check.baseline.window)}, per {self.check.entity}"
         return f"last {self.check.window_text}" if self.check.window_text else "latest data"
 
     @property
     def firing_for(self) -> str | None:
         since = (self.decided or {}).get("firing_since")
         return format_duration(self.t - dt.datetime.fromisoformat(since)) if since else None
+
+
+def baseline_text(e: dict[str, Any], unit: str) -> str:
+    """One entity against its usual level: `3 transactions in the last 2 h, usual for Tue
+    14:00–16:00 is 41 (22–63)` (the band: nine windows in ten fall in it)."""
+    text = f"{format_value(e.get('value'), unit)} in the last {e['window_hours']} h"
+    if e.get("band") is None:
+        return f"{text}, usual for {e['label']} is {e['expected']:.0f} (too few to judge)"
+    low, high = e["band"]
+    return f"{text}, usual for {e['label']} is {e['expected']:.0f} ({low}–{high})"
 
 
 # ---------------------------------------------------------------- Slack
@@ -86,6 +110,9 @@ def _entity_list(n: Notice, part: str, label: str, order: str = "") -> str | Non
         name = slack_escape(e.get("name", e["id"]))
         if e.get("merchant_name"):
             name += f" ({slack_escape(e['merchant_name'])})"
+        if n.check.baseline is not None and e.get("window_hours"):
+            lines.append(f"{i}. {name}: {baseline_text(e, n.check.unit)}")
+            continue
         value = f" — {format_value(e['value'], n.check.unit)}" if e.get("value") is not None else ""
         lines.append(f"{i}. {name}{value}")
     if len(found) > n.entity_cap:
@@ -95,7 +122,7 @@ def _entity_list(n: Notice, part: str, label: str, order: str = "") -> str | Non
 
 def _fields(n: Notice, first: str = "Value") -> list[dict[str, str]]:
     fields = [
-        (first, f"{n.value_text} (threshold {n.threshold_text})"),
+        (first, n.value_summary) if n.check.baseline is None else ("Fires when", n.threshold_text),
         ("Window", n.window_text),
         ("Evaluated at (T)", format_time(n.t)),
         ("Check", f"`{n.check.id}`"),
@@ -175,7 +202,7 @@ def slack_message(n: Notice, interactive: bool = False, console_url: str | None 
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": truncate(headline, SLACK_HEADER_MAX)}},
     ]
-    value = f"{n.value_text} (threshold {n.threshold_text})"
+    value = n.value_summary
     if n.event == TRIGGER:
         text = f"[{c.severity}] FIRING: {c.title} — {value}"
         blocks += _section(c.description)
@@ -247,7 +274,7 @@ def pagerduty_event(n: Notice) -> dict[str, Any]:
         summary = f"[{c.severity}] {c.id}: {c.title} could not be evaluated — the check is blind"
         severity = "error"
     else:
-        summary = f"[{c.severity}] {c.id}: {c.title} — {n.value_text} (threshold {n.threshold_text})"
+        summary = f"[{c.severity}] {c.id}: {c.title} — {n.value_summary}"
         if firing and c.entity and n.event != RESOLVE:
             summary += f", {len(firing)} {c.entity}{'s' if len(firing) != 1 else ''}"
     details: dict[str, Any] = {
@@ -257,10 +284,12 @@ def pagerduty_event(n: Notice) -> dict[str, Any]:
         "value": n.evaluation.get("value"),
         "value_text": n.value_text,
         "threshold": c.threshold,
+        **({"baseline": {"tail": c.baseline.tail, "season": c.baseline.season}} if c.baseline else {}),
         "comparison": c.comparison,
         "window": c.window_text,
         "evaluated_at": n.t.isoformat(),
-        "entities": [{"id": e["id"], "name": truncate(str(e.get("name", "")), 200), "value": e.get("value")}
+        "entities": [{"id": e["id"], "name": truncate(str(e.get("name", "")), 200), "value": e.get("value"),
+                      **{k: e[k] for k in BASELINE_KEYS if k in e}}
                      for e in firing[: n.entity_cap]],
         "entities_more": max(0, len(firing) - n.entity_cap),
         "action": c.action,

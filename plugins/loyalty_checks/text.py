@@ -47,6 +47,14 @@ def format_threshold(comparison: str, threshold: float, unit: str) -> str:
     return f"{comparison} {format_value(threshold, unit)}"
 
 
+def rule_text(check: Any) -> str:
+    """When a check fires, in words: `> 5 ms`; a baseline's `far below its usual level (p < 0.001)`."""
+    if getattr(check, "baseline", None) is None:
+        return format_threshold(check.comparison, check.threshold, check.unit)
+    side = "below" if check.comparison == "<" else "above"
+    return f"far {side} its usual level (p < {check.baseline.tail:g})"
+
+
 def format_time(t: dt.datetime | str | None) -> str:
     if t is None:
         return "—"

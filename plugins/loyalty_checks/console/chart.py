@@ -93,9 +93,10 @@ def _notification_marks(groups: list[dict[str, Any]], x_of) -> list[dict[str, An
     return out
 
 
-def build(history: dict[str, Any], threshold: float, recovery: float | None, since: dt.datetime,
+def build(history: dict[str, Any], threshold: float | None, recovery: float | None, since: dt.datetime,
           until: dt.datetime) -> dict[str, Any]:
-    """Geometry of the chart for templates/check.html."""
+    """Geometry of the chart for templates/check.html. A baseline check has no threshold:
+    its `bands` (the usual range of the entity judged worst at each T) are drawn instead."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     span = max((until - since).total_seconds(), 1.0)
 
@@ -104,8 +105,11 @@ def build(history: dict[str, Any], threshold: float, recovery: float | None, sin
 
     evals = history["evaluations"]
     values = [e["value"] for e in evals if e["value"] is not None]
-    lo = min([0.0, threshold, *values] + ([recovery] if recovery is not None else []))
-    hi = max([threshold, *values] + ([recovery] if recovery is not None else []))
+    bands = history.get("bands") or []
+    limits = ([threshold] if threshold is not None else []) + ([recovery] if recovery is not None else []) + [
+        v for b in bands for v in (b["low"], b["high"])]
+    lo = min([0.0, *limits, *values])
+    hi = max([*limits, *values] or [1.0])
     hi = hi + (hi - lo) * 0.08 or 1.0
     ticks = nice_ticks(lo, hi)
     lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
@@ -157,12 +161,20 @@ def build(history: dict[str, Any], threshold: float, recovery: float | None, sin
         fmt = "%H:%M" if span <= 2 * 86400 else "%b %d %H:%M" if span <= 10 * 86400 else "%b %d"
         x_ticks.append({"x": X(i / n_ticks), "label": t.astimezone(dt.timezone.utc).strftime(fmt)})
 
+    band_area = ""
+    if bands:  # the band as one polygon: the highs left to right, then the lows back
+        xs = [X(fx(_t(b["t"]))) for b in bands]
+        band_area = " ".join([f"{x},{Y(b['high'])}" for x, b in zip(xs, bands, strict=True)]
+                             + [f"{x},{Y(b['low'])}" for x, b in reversed(list(zip(xs, bands, strict=True)))])
     return {
+        "band_area": band_area,
+        "expected": " ".join(f"{X(fx(_t(b['t'])))},{Y(b['expected'])}" for b in bands),
         "width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "top": TOP,
         "bottom": HEIGHT - BOTTOM, "segments": [" ".join(s) for s in segments],
         "dots": [{"x": X(fx(_t(e["t"]))), "y": Y(e["value"]), "status": e["status"], "t": e["t"],
                   "value": e["value"]} for e in evals if e["value"] is not None] if len(evals) <= 150 else [],
-        "threshold_y": Y(threshold), "threshold_label": _label(threshold),
+        "threshold_y": Y(threshold) if threshold is not None else None,
+        "threshold_label": _label(threshold) if threshold is not None else None,
         "recovery_y": Y(recovery) if recovery is not None else None,
         "y_ticks": [{"y": Y(v), "label": _label(v)} for v in ticks if lo <= v <= hi],
         "x_ticks": x_ticks,

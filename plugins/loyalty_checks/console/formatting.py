@@ -29,6 +29,10 @@ def value(v: float | None, unit: str = "") -> str:
 
 def threshold(check_or_alert: Any) -> str:
     get = check_or_alert.get if isinstance(check_or_alert, dict) else lambda k: getattr(check_or_alert, k)
+    learned = get("baseline")
+    if learned:  # a learned threshold: in words (text.rule_text)
+        tail = learned["tail"] if isinstance(learned, dict) else learned.tail
+        return f"far {'below' if get('comparison') == '<' else 'above'} its usual level (p < {tail:g})"
     return format_threshold(get("comparison"), get("threshold"), get("unit"))
 
 

@@ -20,6 +20,7 @@ from loyalty_checks.console.chart import NOTE_LINES, NOTE_PIXELS
 from loyalty_checks.lifecycle import Silence, silence_active, silence_covers
 from loyalty_checks.store import actions
 from loyalty_checks.store import console as store
+from loyalty_checks.text import format_duration
 
 
 def iso(t: dt.datetime | None) -> str | None:
@@ -89,7 +90,7 @@ def _alert_checks(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, Any
         out.append({"check_id": c.id, "rank": SEVERITIES.index(c.severity) * 10_000 + order[c.id],
                     "sign": -1.0 if c.comparison in (">", ">=") else 1.0,  # worst first
                     "info": {"check_id": c.id, "severity": c.severity, "title": c.title, "entity_kind": c.entity,
-                             "threshold": c.threshold, "comparison": c.comparison, "unit": c.unit,
+                             "threshold": c.threshold, "baseline": baseline_json(c), "comparison": c.comparison, "unit": c.unit,
                              "runbook_url": cat.runbook_link(c.id), "dag_id": dag_id,
                              "run_id": state["last_run_id"], "run_path": run_path(dag_id, state["last_run_id"]),
                              "last_evaluated_at": iso(state["last_evaluated_at"]),
@@ -97,6 +98,15 @@ def _alert_checks(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, Any
                              "acknowledged_at": iso(state["acknowledged_at"]),
                              "last_notification": _notification(last.get(c.id))}})
     return out
+
+
+def baseline_json(check: Check) -> dict[str, Any] | None:
+    """A check's learned threshold as the API shows it (null for a fixed threshold)."""
+    b = check.baseline
+    if b is None:
+        return None
+    return {"season": b.season, "history": format_duration(b.history), "min_history": format_duration(b.min_history),
+            "window": format_duration(b.window), "min_expected": b.min_expected, "tail": b.tail}
 
 
 def utc_now() -> dt.datetime:
@@ -159,7 +169,7 @@ def checks_summary(conn, cat: Catalog, checks: list[Check]) -> list[dict[str, An
         out.append({
             "check_id": c.id, "severity": c.severity, "title": c.title,
             "status": e.get("status"), "last_t": iso(e.get("last_t")), "value": number(e.get("value")),
-            "threshold": c.threshold, "comparison": c.comparison, "unit": c.unit,
+            "threshold": c.threshold, "baseline": baseline_json(c), "comparison": c.comparison, "unit": c.unit,
             "error": e.get("error") if e.get("status") == "error" else None,
             "alert_status": e.get("state") or "ok", "alert_since": iso(e.get("state_since")),
             "error_since": iso(e.get("error_since")),
@@ -180,7 +190,7 @@ def history(conn, check: Check, since: dt.datetime, until: dt.datetime | None, l
     silences = store.silences_between(conn, check.id, since, until)
     return {
         "check_id": check.id, "since": iso(since), "until": iso(until), "truncated": truncated,
-        "threshold": check.threshold, "comparison": check.comparison, "unit": check.unit,
+        "threshold": check.threshold, "baseline": baseline_json(check), "comparison": check.comparison, "unit": check.unit,
         "evaluations": [{"t": iso(t), "status": status, "value": number(value), "alert_status": alert_status,
                          "error": error, "silenced": silenced, "entities_breaching": breaching,
                          "entities_total": total, "run_id": run_id, "run_path": run_path(dag_id, run_id)}
@@ -242,6 +252,8 @@ def page_history(conn, check: Check, since: dt.datetime, until: dt.datetime, wid
                           for n in store.notifications(conn, check.id, since, until, newest=changes)],
         "notification_marks": [{"n": m["n"], "notes": m["notes"]} for m in marks],
         "silences": [silence_json(s) for s in store.silences_between(conn, check.id, since, until)],
+        "bands": [{"t": iso(b["t"]), "expected": b["expected"], "low": b["low"], "high": b["high"], "name": b["name"]}
+                  for b in store.baseline_bands(conn, check.id, since, until)] if check.baseline else [],
         "actions": [{"t": iso(a["at"]), "action": a["action"], "actor": a["actor"], "source": a["source"]}
                     for a in actions.actions_of(conn, check.id, since, until, limit=changes)],
     }

@@ -184,6 +184,21 @@ def evaluation_buckets(conn, check_id: str, since: dt.datetime, until: dt.dateti
     return buckets
 
 
+def baseline_bands(conn, check_id: str, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
+    """A baseline check's band at each evaluation in [since, until], oldest first: the
+    expected count and the 5 %-95 % band of the entity it judged most improbable then
+    (details.worst). An hourly check: a year is 8,760 rows."""
+    return _rows(conn, """
+        SELECT evaluated_at AS t, (details->'worst'->>'expected')::float8 AS expected,
+               (details->'worst'->'band'->>0)::float8 AS low, (details->'worst'->'band'->>1)::float8 AS high,
+               details->'worst'->>'name' AS name
+        FROM loyalty_monitoring.evaluations
+        WHERE check_id = %(check)s AND evaluated_at >= %(since)s AND evaluated_at <= %(until)s
+          AND details->'worst' ? 'band'
+        ORDER BY evaluated_at
+        """, {"check": check_id, "since": since, "until": until})
+
+
 SCAN_LIMIT = 20_000  # evaluations the timeline looks through: 70 days of a P0 check, 2 years of a P1 check
 
 
@@ -230,7 +245,10 @@ _RANKED = """
                CASE WHEN al.key = '_' THEN NULL ELSE coalesce(x.entity->>'id', al.key) END AS entity_id,
                x.entity->>'name' AS name,
                CASE WHEN jsonb_typeof(x.entity->'value') = 'number' THEN (x.entity->>'value')::double precision
-               END AS value
+               END AS value,
+               CASE WHEN x.entity ? 'band' THEN jsonb_build_object(  -- a baseline check's entity: its usual level
+                   'expected', x.entity->'expected', 'band', x.entity->'band', 'label', x.entity->'label',
+                   'window_hours', x.entity->'window_hours') END AS baseline
         FROM c
         JOIN loyalty_monitoring.check_state s ON s.check_id = c.check_id AND s.status IN ('firing', 'pending')
         CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(s.lifecycle->'alerts') = 'object'
@@ -247,7 +265,7 @@ _ORDER = "rank, state <> 'firing', sign * value NULLS LAST, name COLLATE \"C\", 
 # ("silenced" and "silence_ids" are added by the caller, see above).
 _ALERT = """c.info || jsonb_build_object(
     'entity_id', p.entity_id, 'entity_name', CASE WHEN p.entity_id IS NULL THEN NULL ELSE p.name END,
-    'state', p.state, 'since', p.since, 'value', p.value)"""
+    'state', p.state, 'since', p.since, 'value', p.value) || coalesce(p.baseline, '{}'::jsonb)"""
 
 # The page (kind 0, ranked, with the counts over all alerts), then the keys of every alert
 # that a silence may cover (kind 1): one pass over the alerts for both.
