@@ -405,8 +405,9 @@ def _step_alerts(check: Check, state: CheckState, observed: dict[str, dict[str, 
         if seen is not None:
             alert.entity = seen
         firing = alert.status == Status.FIRING
-        if seen is not None and seen.get("judged") in UNJUDGED:
-            if alert.status != Status.OK:  # cannot tell (a quiet hour): neither a breach nor clean
+        if check.baseline is not None and (seen is None or seen.get("judged") in UNJUDGED):
+            # cannot tell (a quiet hour; the SQL leaves out stores it cannot judge): neither a breach nor clean
+            if alert.status != Status.OK:
                 state.alerts[key] = alert
             continue
         if seen is not None and _breaching(check, seen, firing):

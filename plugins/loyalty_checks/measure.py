@@ -6,7 +6,8 @@ returns one row with a `value` column (NULL or no row = no data); a check with
 entities returns one row per entity with `entity_id`, `entity_name`, `value`. Any
 other column is kept as a detail. A check with a `baseline` returns hourly counts instead
 (shape_hourly): `entity_id`, `entity_name`, `hour_start`, `value` (the count of that UTC
-hour), `first_seen`, for the hours of `baseline.span` before T (bound as %(window)s).
+hour), `first_seen`, for the hours of `baseline.span` before T (bound as %(window)s;
+%(baseline_window)s and %(min_expected)s are bound too).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def sql_parameters(item: Check | DigestMetric, t: dt.datetime) -> dict[str, Any]
     params["t"] = t
     baseline = getattr(item, "baseline", None)
     params["window"] = baseline.span if baseline is not None else item.window
+    if baseline is not None:  # what the SQL may use to leave out entities that cannot be judged
+        params["baseline_window"], params["min_expected"] = baseline.window, baseline.min_expected
     return params
 
 

@@ -173,10 +173,13 @@ CREATE INDEX loyalty_transactions_kind_created_at_idx
 CREATE INDEX loyalty_transactions_card_created_at_idx
     ON loyalty_transactions (card_id, created_at) INCLUDE (kind);
 
--- P1 store_transactions_drop: the transactions of a time range (its history, 28 d + 3 h)
--- with their store, counted per store and hour (index-only scan).
+-- P1 store_transactions_drop: the stores with transactions in a few hours (the judged
+-- window's hours of earlier weeks), then each such store's transactions over 4 weeks,
+-- counted per hour (both index-only scans).
 CREATE INDEX loyalty_transactions_created_at_store_idx
     ON loyalty_transactions (created_at) INCLUDE (store_id);
+CREATE INDEX loyalty_transactions_store_created_at_idx
+    ON loyalty_transactions (store_id, created_at);
 
 -- P2 low_enrollment, low_cohort_retention and the digest metrics daily_enrollments and
 -- top_enrolling_merchants: cards enrolled in a time range, with their merchant.
