@@ -81,7 +81,8 @@ class Notice:
 def baseline_text(e: dict[str, Any], unit: str) -> str:
     """One entity against its usual level: `3 transactions in the last 2 h, usual for Tue
     14:00–16:00 is 41 (22–63)` (the band: nine windows in ten fall in it)."""
-    text = f"{format_value(e.get('value'), unit)} in the last {e['window_hours']} h"
+    one = e.get("value") == 1 and unit.endswith("s")  # 1 transaction
+    text = f"{format_value(e.get('value'), unit[:-1] if one else unit)} in the last {e['window_hours']} h"
     if e.get("band") is None:
         return f"{text}, usual for {e['label']} is {e['expected']:.0f} (too few to judge)"
     low, high = e["band"]

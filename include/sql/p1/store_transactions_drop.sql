@@ -11,6 +11,7 @@
 -- the earlier weeks in the span, at least half of %(min_expected)s transactions a week on
 -- average. A store below that expects too few transactions in the window to be judged (it
 -- would be "not judged"); the benchmark checks that this drops no store the model judges.
+-- With %(min_expected)s NULL every store is returned (a backtest reads a whole period at once).
 -- Reads: loyalty_transactions_created_at_store_idx (index only: the window's hours of the
 -- earlier weeks), then loyalty_transactions_store_created_at_idx (index only: each
 -- candidate store's span) and stores_pkey once per candidate.
@@ -34,7 +35,7 @@ candidates AS (
     ) AS tx
     WHERE tx.store_id IS NOT NULL
     GROUP BY tx.store_id
-    HAVING count(*) >= %(min_expected)s / 2.0 * (SELECT count(*) FROM weeks)
+    HAVING count(*) >= %(min_expected)s::float8 / 2.0 * (SELECT count(*) FROM weeks)
 ),
 hourly AS (
     SELECT c.store_id, date_trunc('hour', tx.created_at, 'UTC') AS hour_start, count(*) AS transactions
@@ -42,7 +43,14 @@ hourly AS (
     CROSS JOIN span
     JOIN loyalty_transactions AS tx
       ON tx.store_id = c.store_id AND tx.created_at >= span.since AND tx.created_at < span.until
+    WHERE %(min_expected)s::float8 IS NOT NULL
     GROUP BY c.store_id, hour_start
+    UNION ALL  -- %(min_expected)s NULL (a backtest: one query for many T): every store of the span
+    SELECT tx.store_id, date_trunc('hour', tx.created_at, 'UTC') AS hour_start, count(*)
+    FROM span
+    JOIN loyalty_transactions AS tx ON tx.created_at >= span.since AND tx.created_at < span.until
+    WHERE %(min_expected)s::float8 IS NULL AND tx.store_id IS NOT NULL
+    GROUP BY tx.store_id, hour_start
 )
 SELECT s.id            AS entity_id,
        s.name          AS entity_name,
