@@ -9,6 +9,7 @@ tests/checks/store_transactions_drop.yaml.
 from __future__ import annotations
 
 import copy
+import io
 import datetime as dt
 
 import pytest
@@ -146,3 +147,46 @@ def json_text(body) -> str:
     import json
 
     return json.dumps(body, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- backtest
+
+def test_backtest_and_sweep_on_baseline_fields_predict_what_each_run_would_decide(db):
+    from loyalty_checks import pipeline
+    from loyalty_checks.backtest import plot_png, run_backtest
+    from loyalty_checks.measure import measure
+
+    stores_with_history(db)
+    start, end = T1, T1 + 2 * D
+    busy(db, 1, 8, T1 - 3 * H, end)
+    busy(db, 2, 8, T1 - 3 * H, T1 + 19 * H)   # Harbour: nothing on Wed 10:00-14:00
+    busy(db, 2, 8, T1 + 23 * H, end)
+    result = run_backtest(CHECK, start, end, {"baseline.tail": "0.0001"}, db, series=True,
+                          sweep="baseline.tail=0.0001:0.0011:0.0005")
+    assert result["settings"]["baseline.tail"] == 0.0001
+    assert result["baseline"]["settings"]["baseline.tail"] == 0.001  # the catalog's, side by side
+    assert result["evaluations"] == 48 and result["errors"] == 0
+    events = [(n["t"], n["event"], n["entities"]) for n in result["notifications"]]
+    assert events == [((T1 + 21 * H).isoformat(), "trigger", ["2"]), ((T1 + 24 * H).isoformat(), "resolve", ["2"])]
+    assert [s["value"] for s in result["sweep"]] == [0.0001, 0.0006, 0.0011]
+    assert [s["summary"]["notifications"] for s in result["sweep"]] == [2, 2, 2]
+
+    # The same T after T through the DAGs' path (the SQL of one run, which reads only the
+    # stores it can judge): the same decisions.
+    check = catalog().check(CHECK)
+    memory, stepped = pipeline.MemoryStore(), []
+    t = start + H
+    while t <= end:
+        decision = pipeline.run(check, measure(check, t, db), memory)
+        stepped += [(t.isoformat(), str(n.event), sorted(e["id"] for e in n.to_dict().get(
+            "new" if str(n.event) == "trigger" else "recovered", []))) for n in decision.notifications]
+        t += H
+    catalog_events = [(n["t"], n["event"], n["entities"]) for n in result["baseline"]["notifications"]]
+    assert stepped == catalog_events
+
+    series = result["series"]
+    assert series["threshold"] is None and series["entities"][0]["id"] == "2"
+    assert series["entities"][0]["low"][21] is not None  # the band drawn for the worst store
+    png = io.BytesIO()
+    plot_png(result, png)
+    assert png.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
