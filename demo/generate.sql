@@ -27,6 +27,8 @@
 --                          at 30 a minute or less. 150 a minute without a store (not a
 --                          store: out of scope), and a 250/min spike of store 25 two days
 --                          ago (outside the 1 h window).
+--   store_transactions_drop  store 2 (merchant 1) scanned about 10 stamps an hour at this
+--                          time of the week for weeks; none in the 2 hours before T.
 --   P2                     low_enrollment for merchants 7 (2 cards) and 13 (none) in 7 d;
 --                          high_churn and low_cohort_retention fire (members who joined
 --                          in summer dropped out); low_redemption_rate is healthy.
@@ -300,6 +302,37 @@ INSERT INTO loyalty_transactions (card_id, merchant_id, store_id, kind, stamps, 
 SELECT card_id, merchant_id, store_id, kind, stamps, points, created_at
 FROM demo_tx
 ORDER BY created_at, card_id;
+
+-- store_transactions_drop: the two stores of merchant 1 scan at the till every day for the
+-- 5 weeks before T, 17 hours a day around T's hour of the day (closed from 12 to 19 hours
+-- after it, so that any T is in opening hours): 6 and 10 stamps an hour (half as many again
+-- 3 to 5 hours after T's hour, 0.75 to 1.25 times that from hour to hour), on the shop's
+-- own counter card. In an incident store 2's scanner stopped 2 hours before T.
+INSERT INTO loyalty_cards (id, program_id, merchant_id, enrolled_store_id, is_active, enrolled_at)
+SELECT 900001, 1, 1, 1, true, p.t - interval '400 days'
+FROM demo_params AS p;
+
+INSERT INTO loyalty_transactions (card_id, merchant_id, store_id, kind, stamps, points, created_at)
+SELECT 900001, 1, s.store_id, 'stamp_add', 1, 0, h.hour + (i - 0.5) * interval '1 hour' / n.per_hour
+FROM demo_params AS p
+CROSS JOIN (VALUES (1, 6), (2, 10)) AS s (store_id, base)
+CROSS JOIN generate_series(date_trunc('hour', p.t) - interval '35 days', date_trunc('hour', p.t) - interval '1 hour',
+                           interval '1 hour') AS h (hour)
+CROSS JOIN LATERAL (
+    SELECT mod((extract(hour FROM h.hour) - extract(hour FROM p.t))::int + 24, 24) AS after_t_hour
+) AS d
+CROSS JOIN LATERAL (
+    SELECT round(s.base * CASE WHEN d.after_t_hour BETWEEN 3 AND 5 THEN 1.5 ELSE 1 END
+                 * (0.75 + 0.5 * pg_temp.u(extract(epoch FROM h.hour)::bigint * 10 + s.store_id, 40)))::int AS per_hour
+) AS n
+CROSS JOIN generate_series(1, n.per_hour) AS i
+WHERE d.after_t_hour NOT BETWEEN 12 AND 18
+  AND NOT (p.incidents AND s.store_id = 2 AND h.hour >= date_trunc('hour', p.t) - interval '2 hours');
+
+UPDATE loyalty_cards AS c  -- its balance and last activity, as the application keeps them
+SET stamp_count = a.stamps, last_activity_at = a.last
+FROM (SELECT sum(stamps) AS stamps, max(created_at) AS last FROM loyalty_transactions WHERE card_id = 900001) AS a
+WHERE c.id = 900001;
 
 -- ---------------------------------------------------------------------------------------
 -- E-mails

@@ -15,7 +15,8 @@ from loyalty_checks.catalog import DEFAULT_CATALOG, CatalogError, load_catalog, 
 CONTRACT_IDS = {
     "P0": ["expiration_task_stale", "google_wallet_down"],
     "P1": ["wallet_sync_failures", "email_failure_rate", "rate_limit_spikes",
-           "p0_checks_stale"],  # the package's own watchdog of the P0 DAG (on loyalty_monitoring_db)
+           "p0_checks_stale",  # the package's own watchdog of the P0 DAG (on loyalty_monitoring_db)
+           "store_transactions_drop"],  # a learned baseline (spec/baselines.md)
     "P2": ["high_churn", "low_enrollment", "low_redemption_rate", "low_cohort_retention"],
 }
 

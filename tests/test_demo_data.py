@@ -15,8 +15,9 @@ import pytest
 
 from demo.generate import NotEmptyError, generate, healthy, main
 from loyalty_checks.catalog import catalog
-from loyalty_checks.evaluate import FIRING, evaluate
+from loyalty_checks.evaluate import FIRING
 from loyalty_checks.measure import measure
+from loyalty_checks.pipeline import outcome_of
 
 T = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.timezone.utc)
 
@@ -29,6 +30,7 @@ INTENDED_FIRING = {
     "wallet_sync_failures": ["google"],
     "email_failure_rate": None,
     "rate_limit_spikes": ["3", "6"],        # worst first: 187/min, then 131/min
+    "store_transactions_drop": ["2"],       # 0 in the last 2 h, usually about 19
     "high_churn": None,
     "low_enrollment": ["13", "7"],          # worst first: 0 cards, then 2
     "low_cohort_retention": None,
@@ -40,7 +42,7 @@ STORY = set(INTENDED_FIRING) | INTENDED_HEALTHY
 
 
 def evaluate_all(conn, t=T):
-    return {check.id: evaluate(check, measure(check, t, conn).rows()) for check in catalog().checks
+    return {check.id: outcome_of(check, measure(check, t, conn)) for check in catalog().checks
             if check.source == "loyalty_db"}
 
 
@@ -157,7 +159,7 @@ def test_generation_is_fast_and_deterministic(conn):
     elapsed = time.monotonic() - started
     # About 3 s on the 2-core machine alone; 20 s holds when it is busy and still catches a generator gone row by row.
     assert elapsed < 20, f"generate() took {elapsed:.1f} s"
-    assert counts["merchants"] == 20 and counts["stores"] == 40 and counts["loyalty_cards"] == 3000
+    assert counts["merchants"] == 20 and counts["stores"] == 40 and counts["loyalty_cards"] == 3001  # and the counter card of the till story
 
     fingerprint = ("SELECT md5(string_agg(concat_ws(',', card_id, kind, stamps, points, created_at), ';'"
                    " ORDER BY id)) FROM loyalty_transactions")
@@ -235,6 +237,6 @@ def test_cli(pg, loyalty_db, capsys):
     assert main(["--dsn", dsn, "--t", "2026-11-23T08:00:00Z", "--healthy"]) == 0
     out = capsys.readouterr().out
     assert "2026-11-23T08:00:00+00:00" in out and "healthy" in out
-    assert re.search(r"loyalty_cards\s+3000", out)
+    assert re.search(r"loyalty_cards\s+3001", out)  # 3000 members and one counter card
     assert main(["--dsn", dsn, "--t", "2026-11-23T08:00:00Z"]) == 2        # not empty
     assert main(["--dsn", dsn, "--t", "2026-11-23T08:00:00Z", "--replace"]) == 0
