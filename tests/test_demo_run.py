@@ -39,10 +39,11 @@ def test_make_demo_shows_the_incidents(tmp_path):
         ("loyalty_p0_checks", "success", 4),   # two pages, two Slack messages
         ("loyalty_p0_checks", "success", 0),   # still firing: quiet
         ("loyalty_p0_checks", "success", 2),   # the expiration task recovered: resolve + Slack
-        ("loyalty_p1_checks", "success", 3),
+        ("loyalty_p1_checks", "success", 4),   # three P1 incidents and the till that stopped
         ("loyalty_p2_checks", "success", 1),   # the weekly digest
     ], out.stdout[-3000:]
     for expected in ("TRIGGER  dedup_key=loyalty/expiration_task_stale", "TRIGGER  dedup_key=loyalty/google_wallet_down",
                      "RESOLVE  dedup_key=loyalty/expiration_task_stale", "🔴 P1 FIRING · Rate limit spikes",
-                     "📊 Loyalty weekly digest"):
+                     "📊 Loyalty weekly digest", "🔴 P1 FIRING · Store transactions far below usual",
+                     "Harbour: 0 transactions in the last 2 h, usual for Mon 06:00–08:00 is 19 (11–29)"):
         assert expected in out.stdout
