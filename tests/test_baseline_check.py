@@ -9,8 +9,8 @@ tests/checks/store_transactions_drop.yaml.
 from __future__ import annotations
 
 import copy
-import io
 import datetime as dt
+import io
 
 import pytest
 import yaml
@@ -25,30 +25,35 @@ CHECK = "store_transactions_drop"
 T1 = dt.datetime(2026, 11, 17, 15, tzinfo=UTC)  # a Tuesday, 15:00
 
 
-def busy(db, store_id: int, per_hour: int, start: dt.datetime, end: dt.datetime) -> None:
-    """`per_hour` transactions in every hour from 08:00 to 20:00 (UTC) in [start, end)."""
+def busy(db, store_id: int, per_hour: int, start: dt.datetime, end: dt.datetime, merchant_id: int = 1) -> None:
+    """`per_hour` transactions in every hour from 08:00 to 20:00 (UTC) in [start, end), on
+    the merchant's card (its id is the merchant's)."""
     db.execute("""
         INSERT INTO loyalty_transactions (card_id, merchant_id, store_id, kind, stamps, created_at)
-        SELECT 1, 1, %(store)s, 'stamp_add', 1, h + interval '10 minutes'
+        SELECT %(merchant)s, %(merchant)s, %(store)s, 'stamp_add', 1, h + interval '10 minutes'
         FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 hour', interval '1 hour') AS h,
              generate_series(1, %(n)s)
         WHERE extract(hour FROM h AT TIME ZONE 'UTC') BETWEEN 8 AND 19
-        """, {"store": store_id, "start": start, "end": end, "n": per_hour})
+        """, {"store": store_id, "start": start, "end": end, "n": per_hour, "merchant": merchant_id})
 
 
-def stores_with_history(db) -> None:
-    merchant(db, 1, "Acme")
-    insert(db, "loyalty_programs", id=1, merchant_id=1, program_type="stamps", stamps_target=10, is_active=True,
-           created_at=T1 - 365 * D)
-    insert(db, "loyalty_cards", id=1, program_id=1, merchant_id=1, is_active=True, enrolled_at=T1 - 365 * D)
-    for sid, name in ((1, "Main St"), (2, "Harbour")):
-        store(db, sid, 1, name, created_at=T1 - 60 * D)
-        busy(db, sid, 8, T1 - 28 * D - 3 * H, T1 - 3 * H)  # 4 weeks before the judged window
+def stores_with_history(db, t: dt.datetime = T1, merchant_id: int = 1, stores=((1, "Main St"), (2, "Harbour"))) -> None:
+    """A merchant (its program and card have its id) whose stores had 8 transactions an hour
+    from 08:00 to 20:00 for the 4 weeks before the window judged at `t`."""
+    merchant(db, merchant_id, "Acme")
+    insert(db, "loyalty_programs", id=merchant_id, merchant_id=merchant_id, program_type="stamps", stamps_target=10,
+           is_active=True, created_at=t - 365 * D)
+    insert(db, "loyalty_cards", id=merchant_id, program_id=merchant_id, merchant_id=merchant_id, is_active=True,
+           enrolled_at=t - 365 * D)
+    for sid, name in stores:
+        store(db, sid, merchant_id, name, created_at=t - 60 * D)
+        busy(db, sid, 8, t - 28 * D - 3 * H, t - 3 * H, merchant_id)
 
 
-def recent(db, store_id: int, n: int, at: dt.datetime) -> None:
+def recent(db, store_id: int, n: int, at: dt.datetime, merchant_id: int = 1) -> None:
     db.execute("INSERT INTO loyalty_transactions (card_id, merchant_id, store_id, kind, stamps, created_at)"
-               " SELECT 1, 1, %s, 'stamp_add', 1, %s FROM generate_series(1, %s)", (store_id, at, n))
+               " SELECT %s, %s, %s, 'stamp_add', 1, %s FROM generate_series(1, %s)",
+               (merchant_id, merchant_id, store_id, at, n))
 
 
 # ---------------------------------------------------------------- the catalog
