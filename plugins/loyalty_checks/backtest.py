@@ -331,7 +331,7 @@ def run_backtest(check_id: str, start: str | dt.datetime, end: str | dt.datetime
     out = main.result()
     result: dict[str, Any] = {
         "check": check_id, "start": start_t.isoformat(), "end": end_t.isoformat(),
-        "dag_id": spec.dag_id, "schedule": spec.schedule, "overrides": overrides,
+        "dag_id": cat.dag_id_of(check), "schedule": spec.schedule, "overrides": overrides,
         "settings": out["settings"], "evaluations": main.tally.evaluations, "errors": main.tally.errors,
         "notifications": out["notifications"], "episodes": out["episodes"], "summary": out["summary"],
         "seconds": round(seconds, 3),

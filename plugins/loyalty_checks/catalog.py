@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -62,6 +63,7 @@ LIFECYCLE_FIELDS = ("for_runs", "clear_runs", "repeat_after", "escalate_after")
 ENTITY_KINDS = (None, "store", "merchant", "provider")
 CHECK_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+MAX_SHARDS = 32
 
 
 class CatalogError(ValueError):
@@ -163,6 +165,13 @@ def _routes(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+@dataclass(frozen=True)
+class DagsOf:
+    """A parameter `{dags_of: P0}`: the DAG ids of that severity's checks (with its shards),
+    bound as text `loyalty_p0_checks,loyalty_p0_checks_2` (the P1 watchdog of the P0 DAGs)."""
+    severity: str
+
+
 def _params(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -172,10 +181,13 @@ def _params(value: Any) -> dict[str, Any]:
     for key, item in value.items():
         if not isinstance(key, str) or not CHECK_ID.match(key) or key in ("t", "window"):
             raise ValueError(f"parameter name {key!r} must be lower_snake_case and not 't' or 'window'")
-        if isinstance(item, str) and DURATION.match(item):
+        if isinstance(item, dict) and list(item) == ["dags_of"] and item["dags_of"] in SEVERITIES:
+            item = DagsOf(item["dags_of"])  # the DAG ids of that severity, resolved once the DAGs are known
+        elif isinstance(item, str) and DURATION.match(item):
             item = duration(item)
         elif not isinstance(item, (str, int, float, timedelta)) or isinstance(item, bool):
-            raise ValueError(f"parameter {key!r} must be text, a number or a duration, got {item!r}")
+            raise ValueError(f"parameter {key!r} must be text, a number, a duration or {{dags_of: P0|P1|P2}},"
+                             f" got {item!r}")
         params[key] = item
     return params
 
@@ -231,6 +243,18 @@ class DagSpec(_Model):
         16, description="tasks of this DAG that run at once (the DAG's max_active_tasks); the time budget counts"
                         " on no more")
     defaults: Lifecycle = Field(default_factory=Lifecycle, description="lifecycle defaults of its checks")
+    shards: Annotated[int, BeforeValidator(_integer(1)), _schema(type="integer", minimum=1, maximum=MAX_SHARDS)] = Field(
+        1, description="split this severity's checks over this many DAGs: dag_id, dag_id_2, ... (each check in one,"
+                       " by a hash of its id; each DAG with its own time budget; not the weekly digest)")
+    shard: SkipJsonSchema[int] = Field(1, exclude=True)  # which one this is (shard_specs)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_internal_fields(cls, data: Any) -> Any:
+        for internal in ("severity", "shard"):
+            if isinstance(data, dict) and internal in data:
+                raise ValueError(f"unknown field {internal!r}")
+        return data
     # Time budget (budget.py): database connect timeout, slack after a statement timeout, HTTP timeout.
     connect_timeout: Duration = Field(timedelta(seconds=10), json_schema_extra={"default": "10s"},
                                       description="database connect timeout (per address)")
@@ -316,8 +340,12 @@ class Check(_Model):
     window: OptionalDuration = Field(None, description="bound as %(window)s; windows are (T - window, T]")
     params: Annotated[dict[str, Any], BeforeValidator(_params),
                       _schema(type="object", propertyNames={"pattern": CHECK_ID.pattern, "not": {"enum": ["t", "window"]}},
-                              additionalProperties={"type": ["string", "number"]})] = Field(
-        default_factory=dict, description="extra bound parameters; duration strings become intervals")
+                              additionalProperties={"anyOf": [
+                                  {"type": ["string", "number"]},
+                                  {"type": "object", "properties": {"dags_of": {"enum": list(SEVERITIES)}},
+                                   "required": ["dags_of"], "additionalProperties": False}]})] = Field(
+        default_factory=dict, description="extra bound parameters; duration strings become intervals;"
+                                          " {dags_of: P0} the DAG ids of a severity, comma-separated")
     no_data: Annotated[str, BeforeValidator(_one_of(NO_DATA_POLICIES)), _enum(NO_DATA_POLICIES)]
     entity: Annotated[str | None, BeforeValidator(_one_of(ENTITY_KINDS)), _enum(ENTITY_KINDS)] = Field(
         None, description="null: one value per check; else what one row is (each entity is an alert of its own)")
@@ -464,9 +492,48 @@ class Catalog:
                 return c
         raise KeyError(check_id)
 
+    def shard_specs(self, severity: str) -> tuple[DagSpec, ...]:
+        return shard_specs(self.dags[severity])
+
+    def spec_of(self, check: Check) -> DagSpec:
+        """The DAG (the shard) that runs `check`."""
+        return shard_specs(self.dags[check.severity])[shard_of(check.id, self.dags[check.severity].shards) - 1]
+
+    def dag_id_of(self, check: Check) -> str:
+        return self.spec_of(check).dag_id
+
+    def checks_of(self, spec: DagSpec) -> tuple[Check, ...]:
+        """The checks of one DAG (one shard of a severity)."""
+        return tuple(c for c in self.for_severity(spec.severity) if shard_of(c.id, spec.shards) == spec.shard)
+
+    @property
+    def dag_ids(self) -> list[str]:
+        """Every check DAG's id, shards included, P0 first."""
+        return [s.dag_id for sev in SEVERITIES for s in self.shard_specs(sev)]
+
     def runbook_link(self, check_id: str) -> str:
         """Built from the check id, never typed: docs/runbooks.md has a `## <id>` section."""
         return f"{self.runbook_url}#{check_id}"
+
+
+def shard_specs(spec: DagSpec) -> tuple[DagSpec, ...]:
+    """A severity's DAGs: `dag_id`, then `dag_id_2` ... `dag_id_<shards>`."""
+    return tuple(spec.model_copy(update={"dag_id": spec.dag_id if k == 1 else f"{spec.dag_id}_{k}", "shard": k})
+                 for k in range(1, spec.shards + 1))
+
+
+def shard_of(check_id: str, shards: int) -> int:
+    """The shard (1..shards) of a check: a hash of its id, so that adding a check moves no other."""
+    return zlib.crc32(check_id.encode()) % shards + 1
+
+
+def _resolve_params(check: Check, dags: dict[str, DagSpec]) -> Check:
+    """{dags_of: P0} parameters as the comma-separated DAG ids of that severity."""
+    if not any(isinstance(v, DagsOf) for v in check.params.values()):
+        return check
+    params = {k: ",".join(s.dag_id for s in shard_specs(dags[v.severity])) if isinstance(v, DagsOf) else v
+              for k, v in check.params.items()}
+    return check.model_copy(update={"params": params})
 
 
 def _where(data: Any, loc: tuple, where: str) -> tuple[str, str | None]:
@@ -475,8 +542,8 @@ def _where(data: Any, loc: tuple, where: str) -> tuple[str, str | None]:
         return where, None
     head, rest = loc[0], loc[1:]
     if head == "dags" and rest:
-        if len(rest) == 1:
-            return where, "dags"
+        if len(rest) == 1:  # the DAG's own mapping (an unknown or internal field, not a mapping)
+            return f"{where}: dags.{rest[0]}", None
         sev = rest[0]
         if len(rest) >= 3 and rest[1] == "defaults":
             return f"{where}: dags.{sev}.defaults", str(rest[2])
@@ -577,25 +644,34 @@ def parse_catalog(data: Any, path: Path) -> Catalog:
     if missing:
         raise CatalogError(f"{where}, field 'dags': missing the {missing[0]} DAG")
     dags = {sev: parsed.dags[sev].model_copy(update={"severity": sev}) for sev in SEVERITIES}
-    dag_ids = [d.dag_id for d in dags.values()]
+    for spec in dags.values():
+        if spec.shards > 1 and DIGEST in spec.routes:
+            raise CatalogError(f"{where}: dags.{spec.severity}, field 'shards': the weekly digest is one DAG"
+                               f" (routes {list(spec.routes)}), got {spec.shards}")
+    dag_ids = [s.dag_id for d in dags.values() for s in shard_specs(d)]
     if len(set(dag_ids)) != len(dag_ids):
-        raise CatalogError(f"{where}, field 'dags': dag_id values must differ, got {dag_ids}")
+        raise CatalogError(f"{where}, field 'dags': dag_id values (with their shards) must differ, got {dag_ids}")
 
     checks, raw_checks = [], {}
     for raw, check in zip(data["checks"], parsed.checks, strict=True):
         if check.id in raw_checks:
             raise CatalogError(f"{where}: check {check.id!r}, field 'id': duplicate check id")
-        checks.append(_resolve(check.model_copy(update={"sql_dir": sql_dir}), dags[check.severity], where))
+        checks.append(_resolve_params(_resolve(check.model_copy(update={"sql_dir": sql_dir}), dags[check.severity],
+                                               where), dags))
         raw_checks[check.id] = raw
     metric_ids = [m.id for m in parsed.digest_metrics]
     dup = next((m for m in metric_ids if metric_ids.count(m) > 1), None)
     if dup:
         raise CatalogError(f"{where}: digest metric {dup!r}, field 'id': duplicate id")
     for spec in dags.values():
-        try:
-            check_budget(spec, [c for c in checks if c.severity == spec.severity], where, parsed.db_pool_slots)
-        except BudgetError as exc:
-            raise CatalogError(str(exc)) from None
+        # Shards run at once and share the loyalty_db pool: each counts on its part of the slots.
+        slots = max(1, parsed.db_pool_slots // spec.shards)
+        for shard in shard_specs(spec):
+            try:
+                check_budget(shard, [c for c in checks if c.severity == spec.severity
+                                     and shard_of(c.id, spec.shards) == shard.shard], where, slots)
+            except BudgetError as exc:
+                raise CatalogError(str(exc)) from None
     return Catalog(path=path, runbook_url=parsed.runbook_url.rstrip("#"), entity_cap=parsed.entity_cap, dags=dags,
                    checks=tuple(checks), raw_checks=raw_checks, sql_dir=sql_dir, db_pool_slots=parsed.db_pool_slots,
                    digest_metrics=tuple(m.model_copy(update={"sql_dir": sql_dir}) for m in parsed.digest_metrics),
@@ -639,7 +715,8 @@ def with_overrides(cat: Catalog, check_id: str, overrides: dict[str, Any], where
         check = Check.model_validate(raw, context={"sql_dir": cat.sql_dir})
     except ValidationError as exc:
         raise _error(exc, {"checks": [raw]}, where) from None
-    return _resolve(check.model_copy(update={"sql_dir": cat.sql_dir}), cat.dags[check.severity], where)
+    return _resolve_params(_resolve(check.model_copy(update={"sql_dir": cat.sql_dir}), cat.dags[check.severity],
+                                    where), cat.dags)
 
 
 def load_yaml(text: str) -> Any:

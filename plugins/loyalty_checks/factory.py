@@ -1,4 +1,5 @@
-"""Build one check DAG from the catalog: the three DAG files call `build_dag(severity)`.
+"""Build the check DAGs from the catalog: the three DAG files call `build_dags(severity)`
+(one DAG per severity, or `shards` of them).
 
 Per check, a task group named after the check:
 
@@ -29,7 +30,7 @@ from loyalty_checks import budget, tasks
 from loyalty_checks.catalog import DIGEST, Catalog, Check, DagSpec, Severity, catalog
 from loyalty_checks.channels import registry
 from loyalty_checks.lifecycle import channels_used
-from loyalty_checks.parsing import build, in_group, running_task
+from loyalty_checks.parsing import build, in_group, running_dag, running_task
 from loyalty_checks.text import format_duration, rule_text
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -99,7 +100,7 @@ What fires now, since when, what was sent and the silences: [the alert console](
 
 {_grid_text(spec)} Thresholds live in `include/checks.yaml`.
 
-{budget.budget_table(spec, checks, cat.db_pool_slots)}
+{budget.budget_table(spec, checks, max(1, cat.db_pool_slots // spec.shards))}
 """
 
 
@@ -181,15 +182,28 @@ def _add_heartbeat(groups: list, spec: DagSpec, task_id: str | None) -> None:
         groups >> made
 
 
-def build_dag(severity: str, cat: Catalog | None = None) -> DAG:
-    """The DAG of one severity, with a task group per catalog check."""
+def build_dags(severity: str, cat: Catalog | None = None) -> list[DAG]:
+    """The DAGs of one severity: one, or `dags.<severity>.shards` of them (`dag_id`,
+    `dag_id_2`, ...), each with the task groups of its checks. A task process builds only
+    the DAG it runs a task of."""
     cat = cat or catalog()
-    spec = cat.dags[severity]
-    checks = cat.for_severity(severity)
+    specs = cat.shard_specs(severity)
+    running = running_dag()
+    if running in {s.dag_id for s in specs}:  # a task process of one of them: the others are not needed
+        specs = tuple(s for s in specs if s.dag_id == running)
+    return [build_dag(severity, cat, spec) for spec in specs]
+
+
+def build_dag(severity: str, cat: Catalog | None = None, spec: DagSpec | None = None) -> DAG:
+    """The DAG of one severity (or of one of its shards), with a task group per catalog check."""
+    cat = cat or catalog()
+    spec = spec or cat.shard_specs(severity)[0]
+    checks = cat.checks_of(spec)
     task_id = running_task(spec.dag_id)
     with DAG(
         dag_id=spec.dag_id,
-        description=f"Loyalty {severity} checks: " + ", ".join(c.id for c in checks),
+        description=(f"Loyalty {severity} checks" + (f" (shard {spec.shard} of {spec.shards})" if spec.shards > 1
+                                                     else "") + ": " + ", ".join(c.id for c in checks)),
         schedule=spec.schedule,
         start_date=START_DATE,
         catchup=False,

@@ -20,6 +20,13 @@ def running_task(dag_id: str) -> str | None:
     return running.task_id if running.dag_id == dag_id else None
 
 
+def running_dag() -> str | None:
+    """The DAG id of Airflow's parsing context: set in a task process, None elsewhere."""
+    from airflow.sdk import get_parsing_context
+
+    return get_parsing_context().dag_id
+
+
 def in_group(task_id: str | None, group: str) -> bool:
     """Build this check's group? All of them, except in a task process: only the running task's."""
     return task_id is None or task_id.startswith(f"{group}.")

@@ -38,7 +38,8 @@ def number(v: Any) -> float | None:
 
 
 def dag_of(cat: Catalog, check: Check) -> str:
-    return cat.dags[check.severity].dag_id
+    """The DAG that runs the check (its shard's, when its severity is split)."""
+    return cat.dag_id_of(check)
 
 
 # urllib.parse.quote(text, safe="") of ASCII text, as one str.translate (a year of run ids
