@@ -47,3 +47,14 @@ def test_bound_values_include_the_params():
     bound = json.loads(bound_parameters_template(check))
     assert bound["window"] is None
     assert {k: bound[k] for k in check.params} == dict(check.params)
+
+
+def test_a_baseline_checks_bound_values_are_what_its_sql_gets():
+    from loyalty_checks.measure import sql_parameters
+    from loyalty_checks.tasks import bound_parameters_template
+
+    check = catalog().check("store_transactions_drop")
+    bound = json.loads(bound_parameters_template(check))
+    assert {k: bound[k] for k in ("window", "baseline_window", "min_expected")} == {
+        "window": "interval '28d 3h'", "baseline_window": "interval '3h'", "min_expected": 12}
+    assert set(bound) == set(sql_parameters(check, T))

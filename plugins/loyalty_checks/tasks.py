@@ -53,8 +53,11 @@ def bound_parameters_template(check: Check) -> str:
     def shown(value: Any) -> Any:
         return f"interval '{format_duration(value)}'" if isinstance(value, dt.timedelta) else value
 
+    window = check.baseline.span if check.baseline is not None else check.window
     values = {"t": "{{ (logical_date or dag_run.run_after).isoformat() }}",
-              "window": shown(check.window) if check.window is not None else None,
+              "window": shown(window) if window is not None else None,
+              **({"baseline_window": shown(check.baseline.window), "min_expected": check.baseline.min_expected}
+                 if check.baseline is not None else {}),
               **{name: shown(value) for name, value in check.params.items()}}
     return json.dumps(values, indent=2)
 
