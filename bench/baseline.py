@@ -27,7 +27,9 @@ not lower the bar). Measured:
 - the fixed rule "fewer than N in the last hour", N the smallest reaching the same recall,
   at every store-hour and, kinder to it, at open hours only;
 - the time of the whole week's judging (168 evaluations x 200 stores, exclusions included),
-  and of one evaluation from rows (judge_all on 200 stores x 5 weeks of hourly rows).
+  and of one evaluation from rows (judge_all on 200 stores x 5 weeks of hourly rows);
+- the same week as a user backtests it: the data loaded into PostgreSQL (LOYALTY_PG_URI, else
+  an embedded server) and `loyalty_checks.backtest.run_backtest` timed.
 """
 
 from __future__ import annotations
@@ -224,11 +226,54 @@ def time_one_evaluation(data: dict, runs: int = 5) -> tuple[float, int]:
     return best, len(rows)
 
 
+def time_backtest(data: dict) -> dict:
+    """The week as a user backtests it: the data in PostgreSQL (LOYALTY_PG_URI, else an embedded
+    server), `loyalty_checks.backtest.run_backtest` of store_transactions_drop over the last
+    week (the check's SQL once for the period, every store judged at each hourly T, the
+    lifecycle replayed with its exclusions), timed from the call to its result."""
+    from demo.embedded_pg import start
+    from loyalty_checks.backtest import run_backtest
+
+    server = start()
+    name = "loyalty_bench_baseline"
+    server.drop_database(name)
+    server.create_database(name, schema=True)
+    try:
+        with server.connect(name, autocommit=True) as conn:
+            conn.execute("INSERT INTO merchants (id, name) VALUES (1, 'Bench')")
+            conn.execute("INSERT INTO loyalty_programs (id, merchant_id, program_type, stamps_target, is_active,"
+                         " created_at) VALUES (1, 1, 'stamps', 10, true, %s)", (START - 365 * 24 * HOUR,))
+            conn.execute("INSERT INTO loyalty_cards (id, program_id, merchant_id, is_active, enrolled_at)"
+                         " VALUES (1, 1, 1, true, %s)", (START - 365 * 24 * HOUR,))
+            conn.execute("INSERT INTO stores (id, merchant_id, name, created_at)"
+                         " SELECT s + 1, 1, 'Store ' || (s + 1), %s + f * interval '1 hour'"
+                         " FROM unnest(%s::int[], %s::int[]) AS x(s, f)",
+                         (START, list(range(STORES)), [int(f) for f in data["first"]]))
+            stores, hours = np.nonzero(data["counts"])
+            conn.execute("INSERT INTO loyalty_transactions (card_id, merchant_id, store_id, kind, stamps, created_at)"
+                         " SELECT 1, 1, s + 1, 'stamp_add', 1, %s + h * interval '1 hour' + interval '30 minutes'"
+                         " FROM unnest(%s::int[], %s::int[], %s::int[]) AS x(s, h, n), generate_series(1, n)",
+                         (START, stores.tolist(), hours.tolist(), data["counts"][stores, hours].astype(int).tolist()))
+            rows = conn.execute("SELECT count(*) FROM loyalty_transactions").fetchone()[0]
+            conn.execute("VACUUM ANALYZE")
+            began = time.perf_counter()
+            result = run_backtest("store_transactions_drop", START + LAST_WEEK * HOUR, START + DAYS * 24 * HOUR, {},
+                                  conn)
+            seconds = time.perf_counter() - began
+    finally:
+        server.drop_database(name)
+        server.stop()
+    return {"seconds": seconds, "transactions": rows, "evaluations": result["evaluations"],
+            "notifications": len(result["notifications"]), "episodes": len(result["episodes"]),
+            "errors": result["errors"]}
+
+
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
-def report(result: dict, week_seconds: float, one: tuple[float, int], seeds: list[tuple[int, dict]]) -> str:
+def report(result: dict, week_seconds: float, one: tuple[float, int], seeds: list[tuple[int, dict]],
+           backtest: dict | None = None) -> str:
     r = result
     n, got, false_all, false_open, open_hours = r["fixed"]
     settings = SETTINGS
@@ -257,6 +302,10 @@ def report(result: dict, week_seconds: float, one: tuple[float, int], seeds: lis
         f"| **{r['young_alerts']}** | 0 |",
         f"| the whole week's judging: 168 evaluations × 200 stores, exclusions included | **{week_seconds:.1f} s** "
         "| ≤ 60 s |",
+        *([f"| the same week as a backtest on PostgreSQL (`run_backtest`: the SQL once, {backtest['transactions']:,} "
+           f"transactions; {backtest['evaluations']} evaluations, {backtest['notifications']} notifications, "
+           f"{backtest['episodes']} episodes, {backtest['errors']} errors) | **{backtest['seconds']:.1f} s** | ≤ 60 s |"]
+          if backtest else []),
         f"| one evaluation from rows: `judge_all` on 200 stores × 5 weeks ({one[1]:,} hourly rows) "
         f"| **{one[0] * 1000:.0f} ms** | well under 1 s |",
         f"| the fixed rule \"fewer than {n} in the last hour\", the smallest N catching at least as many ({got} of "
@@ -296,11 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     week = run_week(data)
     result = score(data, week)
     one = time_one_evaluation(data)
+    backtest = time_backtest(data)
     seeds = [(args.seed, result)]
     for seed in args.other_seeds:
         other = generate(seed)
         seeds.append((seed, score(other, run_week(other))))
-    text = report(result, week["seconds"], one, seeds)
+    text = report(result, week["seconds"], one, seeds, backtest)
     print(text)
     if args.output:
         write_block(args.output, "bench-baseline", "Thresholds learned from history (store_transactions_drop)", text)

@@ -172,8 +172,24 @@ def test_the_window_is_the_shortest_whose_expected_count_reaches_min_expected():
 
 def test_an_entity_without_any_transaction_is_not_judged():
     j = judge(Settings(), {}, T, SINCE)
-    assert j.status == NOT_JUDGED and j.expected == 0 and j.observed == 0
-    assert judge(Settings(), {T - 40 * 24 * H: 5}, T, SINCE).expected == 0          # a row before the history
+    assert j.status == NOT_JUDGED and j.expected is None  # left out before the model (busy_enough)
+    assert judge(Settings(), {T - 40 * 24 * H: 5}, T, SINCE).status == NOT_JUDGED  # a row before the history
+
+
+def test_only_entities_busy_enough_in_the_windows_hours_of_earlier_weeks_are_judged():
+    """At least min_expected / 2 a week over the window's hours of the 4 earlier weeks: 24 in
+    all. 24 spread over them is judged (and its expected computed); 23 is left out."""
+    def weeks(total: int) -> dict:
+        counts = {T - 7 * 24 * H * k - h * H: 0 for k in range(1, 5) for h in (1, 2, 3)}
+        for i in range(total):
+            k, h = i % 4 + 1, i // 4 % 3 + 1
+            counts[T - 7 * 24 * H * k - h * H] += 1
+        return counts
+    assert judge(Settings(min_expected=2), weeks(3), T, SINCE).expected is None        # 3 < 2 / 2 * 4
+    edge = judge(Settings(min_expected=2), weeks(4), T, SINCE)
+    assert edge.expected is not None and edge.status in (OK, FIRING, NOT_JUDGED)
+    assert judge(Settings(), weeks(23), T, SINCE).expected is None
+    assert judge(Settings(), weeks(24), T, SINCE).expected is not None
 
 
 # --------------------------------------------------------------------------- its own outage left out

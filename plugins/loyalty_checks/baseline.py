@@ -243,10 +243,11 @@ def judge_counts(settings: Settings, hourly: HourlyCounts, t: dt.datetime,
     t_idx = int((t - hourly.start) / HOUR)               # T in hours from hourly.start
     age = t_idx - hourly._first_seen_hours                # hours since first_seen
     established = age >= settings.min_history / HOUR
-    out: dict[Any, Judgement] = {}
-    for e in np.flatnonzero(~established):
-        out[hourly.entities[e]] = Judgement(INSUFFICIENT_HISTORY)
-    rows = np.flatnonzero(established)
+    busy = busy_enough(settings, hourly.counts, t_idx)
+    entities = hourly.entities
+    out: dict[Any, Judgement] = dict.fromkeys([entities[e] for e in np.flatnonzero(~established)], INSUFFICIENT)
+    out.update(dict.fromkeys([entities[e] for e in np.flatnonzero(established & ~busy)], TOO_FEW))
+    rows = np.flatnonzero(established & busy)
     if rows.size == 0:
         return out
 
@@ -344,6 +345,27 @@ def judge_counts(settings: Settings, hourly: HourlyCounts, t: dt.datetime,
         out[hourly.entities[e]] = Judgement(FIRING if fires else OK, band=(int(low[k]), int(high[k])),
                                             p_value=float(p_values[k]), **common)
     return out
+
+
+INSUFFICIENT = Judgement(INSUFFICIENT_HISTORY)
+TOO_FEW = Judgement(NOT_JUDGED)  # left out by busy_enough: too few transactions to be judged
+
+
+def busy_enough(settings: Settings, counts: np.ndarray, t_idx: int) -> np.ndarray:
+    """Which entities can be judged at all at T (hour index `t_idx` of `counts`): those with,
+    over the judged window's hours (the W before T) of each earlier week within `history`,
+    at least half of `min_expected` a week on average. One below it expects too few in the
+    window to be judged; leaving it out early saves the model's work (and the check's SQL
+    applies the same rule to what it reads; `make bench` checks that it changes no judgement)."""
+    W, weeks = settings.window_hours, settings.history_hours // 168
+    if weeks == 0:
+        return np.ones(counts.shape[0], dtype=bool)
+    total = np.zeros(counts.shape[0])
+    for k in range(1, weeks + 1):
+        a, b = max(t_idx - 168 * k - W, 0), min(max(t_idx - 168 * k, 0), counts.shape[1])
+        if a < b:
+            total += counts[:, a:b].sum(axis=1)
+    return total >= settings.min_expected / 2 * weeks
 
 
 def hours_label(season: str, start: dt.datetime, end: dt.datetime) -> str:

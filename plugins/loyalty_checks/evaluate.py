@@ -7,6 +7,7 @@ catalog) give an Evaluation with a status and the breaching entities, worst firs
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -94,16 +95,15 @@ def _evaluate_baseline(check: Check, measurement: dict[str, Any], t: dt.datetime
     if whole_check:  # a silence of the whole check: its hours are left out for every entity
         excluded = {key: set(whole_check) | set((excluded or {}).get(key, ())) for key in named}
     judged = judge_counts(check.baseline.settings(check.comparison), hourly, judged_hour(t), excluded)
-    observed = [observation(key, named[key], j) for key, j in judged.items()]
-    ranked = sorted(observed, key=lambda e: (e["p_value"] if e.get("p_value") is not None else 2.0,
-                                             e["name"], e["id"]))
-    breaching = [e for e in ranked if e["judged"] == FIRING]
-    counts = {s: sum(e["judged"] == s for e in observed) for s in {e["judged"] for e in observed}}
-    scored = [e for e in ranked if e["judged"] in (FIRING, OK)]
-    details = {"judged": counts, **({"worst": scored[0]} if scored else {})}
+    # Only the entities judged (firing or ok) are observations: the lifecycle leaves the others'
+    # alerts as they are, as it does for an entity the SQL did not return.
+    scored = sorted((observation(key, named[key], j) for key, j in judged.items() if j.status in (FIRING, OK)),
+                    key=lambda e: (e["p_value"], e["name"], e["id"]))
+    breaching = [e for e in scored if e["judged"] == FIRING]
+    details = {"judged": dict(Counter(j.status for j in judged.values())), **({"worst": scored[0]} if scored else {})}
     return Evaluation(check.id, FIRING if breaching else OK, scored[0]["value"] if scored else None, None,
-                      check.comparison, entities=breaching, entities_total=len(observed), details=details,
-                      all_entities=ranked)
+                      check.comparison, entities=breaching, entities_total=len(judged), details=details,
+                      all_entities=scored)
 
 
 def observation(key: str, name: str, j) -> dict[str, Any]:
