@@ -195,3 +195,11 @@ def test_backtest_and_sweep_on_baseline_fields_predict_what_each_run_would_decid
     png = io.BytesIO()
     plot_png(result, png)
     assert png.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_catalog_offers_the_seasons_the_statistics_know():
+    """The catalog names them without importing numpy (it is read at every DAG parse)."""
+    from loyalty_checks import baseline
+    from loyalty_checks.catalog import SEASONS
+
+    assert SEASONS == tuple(baseline.SEASONS)
