@@ -48,11 +48,16 @@ def format_threshold(comparison: str, threshold: float, unit: str) -> str:
 
 
 def rule_text(check: Any) -> str:
-    """When a check fires, in words: `> 5 ms`; a baseline's `far below its usual level (p < 0.001)`."""
-    if getattr(check, "baseline", None) is None:
-        return format_threshold(check.comparison, check.threshold, check.unit)
-    side = "below" if check.comparison == "<" else "above"
-    return f"far {side} its usual level (p < {check.baseline.tail:g})"
+    """When a check fires, in words: `> 5 ms`; a baseline's `far below its usual level (p < 0.001)`.
+    `check` is a catalog Check or the console API's dict of one."""
+    def get(obj: Any, name: str) -> Any:
+        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+    learned = get(check, "baseline")
+    if not learned:
+        return format_threshold(get(check, "comparison"), get(check, "threshold"), get(check, "unit"))
+    side = "below" if get(check, "comparison") == "<" else "above"
+    return f"far {side} its usual level (p < {get(learned, 'tail'):g})"
 
 
 def format_time(t: dt.datetime | str | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from loyalty_checks.text import format_duration, format_threshold, format_time, format_value
+from loyalty_checks.text import format_duration, format_time, format_value, rule_text
 from loyalty_checks.units import stored_time
 
 _parse = stored_time
@@ -28,12 +28,7 @@ def value(v: float | None, unit: str = "") -> str:
 
 
 def threshold(check_or_alert: Any) -> str:
-    get = check_or_alert.get if isinstance(check_or_alert, dict) else lambda k: getattr(check_or_alert, k)
-    learned = get("baseline")
-    if learned:  # a learned threshold: in words (text.rule_text)
-        tail = learned["tail"] if isinstance(learned, dict) else learned.tail
-        return f"far {'below' if get('comparison') == '<' else 'above'} its usual level (p < {tail:g})"
-    return format_threshold(get("comparison"), get("threshold"), get("unit"))
+    return rule_text(check_or_alert)
 
 
 def duration(delta: dt.timedelta | None) -> str:
