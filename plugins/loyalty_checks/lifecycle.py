@@ -381,9 +381,6 @@ def _observations(check: Check, ev: Evaluation) -> dict[str, dict[str, Any]] | N
     return {e["id"]: e for e in ev.all_entities}
 
 
-UNJUDGED = ("not_judged", "insufficient_history")  # a baseline check's entities it could not judge at T
-
-
 def _breaching(check: Check, seen: dict[str, Any], firing: bool) -> bool:
     if check.baseline is not None:  # judged against the entity's own usual level (evaluate.py)
         return seen.get("judged") == "firing"
@@ -405,8 +402,8 @@ def _step_alerts(check: Check, state: CheckState, observed: dict[str, dict[str, 
         if seen is not None:
             alert.entity = seen
         firing = alert.status == Status.FIRING
-        if check.baseline is not None and (seen is None or seen.get("judged") in UNJUDGED):
-            # cannot tell (a quiet hour; the SQL leaves out stores it cannot judge): neither a breach nor clean
+        if check.baseline is not None and seen is None:
+            # not judged at T (a quiet hour, too young, or not read): neither a breach nor clean
             if alert.status != Status.OK:
                 state.alerts[key] = alert
             continue

@@ -117,6 +117,8 @@ class MemoryStore:
     def deciding(self, check: Check, t: dt.datetime) -> Iterator[Known]:
         self.t, excluded = t, None
         if check.baseline is not None:
+            since = t - check.baseline.span - check.baseline.window  # older firing windows are out of reach
+            self.firing = [(at, es) for at, es in self.firing if at >= since]
             excluded = excluded_hours(check, t, [(at, es) for at, es in self.firing if at < t],
                                       [(s.entity_id, s.starts_at or t, s.ends_at) for s in self.silences])
         yield Known(self.state, self.silences, excluded=excluded)
