@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loyalty_checks.catalog import Check
+from loyalty_checks.units import hour_floor
 
 FIRING, OK, NO_DATA, ERROR = "firing", "ok", "no_data", "error"
 
@@ -74,8 +75,7 @@ def evaluate(check: Check, measurement: dict[str, Any], t: dt.datetime | None = 
 
 def judged_hour(t: dt.datetime) -> dt.datetime:
     """A baseline check judges the whole hours before T: T floored to the hour (UTC)."""
-    t = t.astimezone(dt.timezone.utc)
-    return t.replace(minute=0, second=0, microsecond=0)
+    return hour_floor(t)
 
 
 def _evaluate_baseline(check: Check, measurement: dict[str, Any], t: dt.datetime | None,

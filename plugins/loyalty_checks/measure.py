@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from loyalty_checks.catalog import Check, DigestMetric
 from loyalty_checks.store import read_only
+from loyalty_checks.units import hour_floor
 
 
 @dataclass(frozen=True)
@@ -230,10 +231,6 @@ def _measure_many_hourly(check: Check, times: list[dt.datetime], conn) -> Iterat
         return
     for t in times:
         yield Measurement(check.id, t, **shaped)
-
-
-def hour_floor(t: dt.datetime) -> dt.datetime:
-    return t.astimezone(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
 def digest_metric(conn, metric: DigestMetric, t: dt.datetime, timeout: dt.timedelta) -> list[dict[str, Any]]:

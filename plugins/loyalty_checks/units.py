@@ -40,6 +40,11 @@ def duration_text(delta: dt.timedelta | None) -> str | None:
     return f"{s}s"
 
 
+def hour_floor(t: dt.datetime) -> dt.datetime:
+    """The start of t's whole UTC hour."""
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def parse_time(text: Any) -> dt.datetime:
     """An aware UTC datetime from ISO 8601 text (UTC when it has no offset); else ValueError."""
     try:
