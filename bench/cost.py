@@ -1,7 +1,8 @@
 """`make bench-cost`: what one scheduled P0 run costs under a real Airflow, by number of checks.
 
     python -m bench.cost                           # N = 2, 50, 200; quiet and firing runs
-    python -m bench.cost --checks 50 --quiet-only  # one size, the quiet run only
+    python -m bench.cost --checks 50 --quiet-only  # one size, the quiet runs only
+    python -m bench.cost --samples 5               # the median of 5 quiet runs per size (default 3)
     python -m bench.cost --cold                    # without the warm worker parent (loyalty_checks.warm)
     python -m bench.cost --output docs/performance.md   # also writes the table between its markers
 
@@ -10,9 +11,11 @@ whose P0 DAG has N checks (the P1 and P2 DAGs stay as shipped), starts Airflow a
 operator runs it (scheduler with the LocalExecutor, dag-processor and api-server as
 separate processes, PostgreSQL metadata database, the package's
 config/airflow_local_settings.py), warms the api-server with one `loyalty_silences` run,
-measures the idle CPU rate, unpauses the P0 DAG and measures its first scheduled run
-(every check quiet), then the next scheduled run with every check firing (a row makes
-each check's query breach: N PagerDuty triggers and N Slack messages).
+measures the idle CPU rate (60 s: two re-parses of every DAG file), unpauses the P0 DAG
+and measures its first scheduled run and two more triggered right after (every check
+quiet; the table shows the median run: one run alone is too noisy to compare sizes by),
+then the next scheduled run with every check firing (a row makes each check's query
+breach: N PagerDuty triggers and N Slack messages).
 
 CPU = user + system seconds of every process of the deployment (each component's
 process tree, with the children it reaped: task processes included), from the unpause
@@ -49,7 +52,8 @@ from tests.e2e.conftest import AirflowStack, _fernet_key, airflow_process_env, f
 
 P0 = "loyalty_p0_checks"
 SIZES = (2, 50, 200)
-IDLE_SECONDS = 30.0        # one [dag_processor] min_file_process_interval: every DAG file re-parsed once
+IDLE_SECONDS = 60.0        # two [dag_processor] min_file_process_interval: every DAG file re-parsed twice
+SAMPLES = 3                # quiet runs per size: the table shows the median
 RUN_TIMEOUT = 600.0
 POOL_SLOTS, MAX_ACTIVE_TASKS = 50, 100
 BENCH_P0 = {"max_active_tasks": MAX_ACTIVE_TASKS, "statement_timeout": "1s", "connect_timeout": "1s", "grace": "1s",
@@ -254,25 +258,54 @@ def snapshot(dep: Deployment) -> dict[str, float]:
 
 
 def measure_run(dep: Deployment, idle_rate: float, started: float, cpu0: dict[str, float], deadline: float,
-                previous: str | None, not_before: dt.datetime | None = None) -> dict:
-    """The next P0 run after `previous` (that started at `not_before` or later): CPU since
-    `started` minus idle, wall, task processes."""
+                previous: str | None = None, not_before: dt.datetime | None = None, run_id: str | None = None) -> dict:
+    """A P0 run once finished: the run `run_id`, or else the next one after `previous` (that
+    started at `not_before` or later). CPU since `started` minus idle, wall, task processes."""
     def next_run():
-        run = next((r for r in dep.latest_runs() if r["run_id"] != previous
+        run = next((r for r in dep.latest_runs() if (r["run_id"] == run_id if run_id else r["run_id"] != previous)
                     and (not_before is None or (r["start_date"] is not None and r["start_date"] >= not_before))), None)
         return run if run and run["state"] in ("success", "failed") else None
 
-    run = dep.stack.wait_for("the scheduled P0 run to finish", next_run, deadline, interval=0.25)
+    run = dep.stack.wait_for("the P0 run to finish", next_run, deadline, interval=0.25)
     time.sleep(1.0)  # the last task process's exit reaches its reaper
     ended = time.monotonic()
     parts = dep.cpu_parts()
     cpu = sum(parts.values()) - cpu0["total"] - idle_rate * (ended - started)
-    if run["run_type"] != "scheduled":
-        raise RuntimeError(run)
     processes, instances = dep.task_counts(run["run_id"])
-    return {"run_id": run["run_id"], "state": run["state"], "cpu": cpu,
+    return {"run_id": run["run_id"], "run_type": run["run_type"], "state": run["state"], "cpu": cpu,
             "wall": (run["end_date"] - run["start_date"]).total_seconds(), "processes": processes,
             "instances": instances, "parts": {k: round(v - cpu0[k], 1) for k, v in parts.items()}}
+
+
+def quiet_runs(dep: Deployment, idle_rate: float, samples: int, log) -> list[dict]:
+    """`samples` quiet runs one after the other: the scheduled run the unpause creates, then
+    runs triggered as soon as the one before finished (the same work for the scheduler and
+    the workers; one run alone is too noisy a sample to compare sizes by)."""
+    runs = []
+    for k in range(samples):
+        cpu0, started = snapshot(dep), time.monotonic()
+        if k == 0:
+            status, body = dep.stack.api("PATCH", f"/api/v2/dags/{P0}", {"is_paused": False})
+            run_id = None
+        else:
+            status, body = dep.stack.api("POST", f"/api/v2/dags/{P0}/dagRuns", {"logical_date": None})
+            run_id = body.get("dag_run_id") if isinstance(body, dict) else None
+        if status != 200:
+            raise RuntimeError(dep.stack.report(f"{'unpause' if k == 0 else 'trigger'} -> {status}: {body}"))
+        run = measure_run(dep, idle_rate, started, cpu0, time.monotonic() + RUN_TIMEOUT, run_id=run_id)
+        if k == 0 and run["run_type"] != "scheduled":
+            raise RuntimeError(dep.stack.report(f"the first run is not the scheduled one: {run}"))
+        if run["state"] != "success":
+            raise RuntimeError(dep.stack.report(f"quiet run: {run}"))
+        log(f"  N={dep.checks} quiet {k + 1}/{samples}: {run}")
+        runs.append(run)
+    return runs
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median CPU, with the spread of all."""
+    ordered = sorted(runs, key=lambda r: r["cpu"])
+    return {**ordered[len(ordered) // 2], "samples": [r["cpu"] for r in runs]}
 
 
 PARSE_PROBE = """
@@ -318,7 +351,7 @@ def stop_profilers(profilers: list[subprocess.Popen]) -> None:
 
 
 def bench_size(pg, checks: int, warm: bool, firing: bool, workdir: Path, log,
-               profile: Path | None = None) -> dict:
+               profile: Path | None = None, samples: int = SAMPLES) -> dict:
     sink = CaptureServer().start()
     dep = Deployment(pg, checks, warm, workdir, sink)
     try:
@@ -330,19 +363,13 @@ def bench_size(pg, checks: int, warm: bool, firing: bool, workdir: Path, log,
         time.sleep(IDLE_SECONDS)
         idle_rate = (dep.cpu() - c0) / (time.monotonic() - t0)
         log(f"  N={checks}: idle {idle_rate * 60:.1f} CPU-s per minute")
-        margin = 60 + checks * 1.0
-        wait_for_boundary(margin, log)
+        # Every quiet run must end before the next 5-minute boundary creates a scheduled run.
+        wait_for_boundary(60 + samples * (5 + checks * 0.2), log)
         profilers = start_profilers(dep, profile)
-        cpu0, started = snapshot(dep), time.monotonic()
-        status, body = dep.stack.api("PATCH", f"/api/v2/dags/{P0}", {"is_paused": False})
-        if status != 200:
-            raise RuntimeError(dep.stack.report(f"unpause -> {status}: {body}"))
-        quiet = measure_run(dep, idle_rate, started, cpu0, time.monotonic() + RUN_TIMEOUT, None)
+        runs = quiet_runs(dep, idle_rate, samples, log)
         stop_profilers(profilers)
-        if quiet["state"] != "success":
-            raise RuntimeError(dep.stack.report(f"quiet run: {quiet}"))
+        quiet = median_run(runs)
         sent = len(sink.requests)
-        log(f"  N={checks} quiet: {quiet}")
         result = {"checks": checks, "idle_per_min": idle_rate * 60, "quiet": quiet, "quiet_sent": sent,
                   **parse_cost(dep)}
         if firing:
@@ -356,8 +383,10 @@ def bench_size(pg, checks: int, warm: bool, firing: bool, workdir: Path, log,
             log(f"  N={checks}: waiting {to_next:.0f} s for the next scheduled run (every check firing)")
             time.sleep(max(0.0, to_next - 20))
             cpu0, started = snapshot(dep), time.monotonic()
-            fire = measure_run(dep, idle_rate, started, cpu0, time.monotonic() + RUN_TIMEOUT, quiet["run_id"],
+            fire = measure_run(dep, idle_rate, started, cpu0, time.monotonic() + RUN_TIMEOUT, runs[-1]["run_id"],
                                breached_at)
+            if fire["run_type"] != "scheduled":
+                raise RuntimeError(dep.stack.report(f"the firing run is not a scheduled one: {fire}"))
             fire["sent"] = len(sink.requests) - sent
             log(f"  N={checks} firing: {fire}")
             if fire["state"] != "success":
@@ -374,7 +403,7 @@ def bench_size(pg, checks: int, warm: bool, firing: bool, workdir: Path, log,
 COST_INTRO = """What one scheduled run of the P0 DAG costs the whole deployment, by number of checks
 (issue 16). CPU-s per run: user + system seconds of the scheduler, its LocalExecutor workers
 and their task processes, the dag-processor and the api-server, from the unpause to the
-run's end, minus their idle rate over the same time (measured for 30 s before; the
+run's end, minus their idle rate over the same time (measured for 60 s before; the
 column on the right). A quiet check starts one task process (`measure`, which decides;
 `decide` is completed by the scheduler, skipped tasks start none); a firing one also
 starts its `notify_pagerduty` and `notify_slack`. Targets (2 cores): 200 checks ≤ 50
@@ -398,15 +427,21 @@ def machine() -> str:
 
 def report(results: list[dict], warm: bool, argv: list[str]) -> str:
     def row(label: str, r: dict, run: dict) -> str:
-        return (f"| {r['checks']} | {label} | {run['cpu']:.1f} | {run['cpu'] / r['checks']:.3f} | {run['wall']:.0f} s"
+        samples = run.get("samples", [])
+        cpu = f"{run['cpu']:.1f}" + (f" ({' / '.join(f'{c:.1f}' for c in samples)})" if len(samples) > 1 else "")
+        return (f"| {r['checks']} | {label} | {cpu} | {run['cpu'] / r['checks']:.3f} | {run['wall']:.0f} s"
                 f" | {run['processes']} | {run['instances']} | {r['parse'] * 1000:.0f} ms | {r['idle_per_min']:.1f} |")
 
+    samples = max((len(r["quiet"].get("samples", [])) for r in results), default=1)
     lines = [
         f"`{' '.join(['python -m bench.cost', *argv])}` (`make bench-cost`), {dt.date.today().isoformat()},"
         f" {machine()}; scheduler (LocalExecutor, parallelism {MAX_ACTIVE_TASKS}, pool `loyalty_db` {POOL_SLOTS} slots,"
         f" P0 `max_active_tasks` {MAX_ACTIVE_TASKS}, so that the worst case of 200 checks fits the time budget),"
         f" dag-processor and api-server as separate processes on a PostgreSQL metadata database;"
-        f" worker parent {'warm (config/airflow_local_settings.py)' if warm else 'cold'}.",
+        f" worker parent {'warm (config/airflow_local_settings.py)' if warm else 'cold'}."
+        + (f" Quiet: the median of {samples} runs one after the other (the scheduled run the unpause"
+           f" creates, then triggered ones), each run's CPU in brackets in order; the other columns are"
+           f" the median run's. Firing: the next scheduled run." if samples > 1 else ""),
         "",
         "| P0 checks | run | CPU-s per run | per check | wall | task processes | task instances | P0 file parse"
         " | idle CPU-s per min |",
@@ -436,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checks", type=int, action="append", help="P0 checks (repeatable; default 2, 50, 200)")
     parser.add_argument("--quiet-only", action="store_true", help="skip the run with every check firing")
+    parser.add_argument("--samples", type=int, default=SAMPLES, help=f"quiet runs per size (default {SAMPLES})")
     parser.add_argument("--cold", action="store_true", help="without config/airflow_local_settings.py")
     parser.add_argument("--profile", type=Path, help="also record py-spy stacks of the quiet run into this folder"
                                                       " (its figures are then not comparable)")
@@ -452,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for n in args.checks or SIZES:
             log(f"N={n}: starting Airflow")
-            results.append(bench_size(pg, n, not args.cold, not args.quiet_only, workdir, log, args.profile))
+            results.append(bench_size(pg, n, not args.cold, not args.quiet_only, workdir, log, args.profile,
+                                      args.samples))
         table = report(results, not args.cold, argv)
         print("\n" + table)
         if args.output:

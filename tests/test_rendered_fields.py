@@ -40,6 +40,25 @@ def test_measure_renders_the_bound_values(db, run_dag):
     assert bound == {"t": T.isoformat(), "window": "interval '1h'"}
 
 
+def test_a_run_without_a_logical_date_binds_its_run_after(dagbag):
+    """Airflow 3 runs a DAG triggered with no logical date (the REST API's `logical_date:
+    null`) with no `logical_date` in the template context at all: T is then the run's
+    `run_after`, as `tasks.run_time` says, instead of every measure failing to render."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    dag = dagbag.get_dag(P1)
+    task = dag.get_task("rate_limit_spikes.measure")
+    env = dag.get_template_env()
+    run_after = dt.datetime(2026, 5, 19, 12, 7, 3, tzinfo=dt.timezone.utc)
+    rendered = env.from_string(task.bound_parameters).render(
+        dag_run=SimpleNamespace(logical_date=None, run_after=run_after))
+    assert json.loads(rendered)["t"] == run_after.isoformat()
+    rendered = env.from_string(task.bound_parameters).render(
+        logical_date=T, dag_run=SimpleNamespace(logical_date=T, run_after=run_after))
+    assert json.loads(rendered)["t"] == T.isoformat()  # a scheduled run: its logical date
+
+
 def test_bound_values_include_the_params():
     from loyalty_checks.tasks import bound_parameters_template
 

@@ -54,7 +54,9 @@ def bound_parameters_template(check: Check) -> str:
         return f"interval '{format_duration(value)}'" if isinstance(value, dt.timedelta) else value
 
     window = check.baseline.span if check.baseline is not None else check.window
-    values = {"t": "{{ (logical_date or dag_run.run_after).isoformat() }}",
+    # A run triggered without a logical date has none in its template context (not even
+    # None): the dag run's attribute is always there.
+    values = {"t": "{{ (dag_run.logical_date or dag_run.run_after).isoformat() }}",
               "window": shown(window) if window is not None else None,
               **({"baseline_window": shown(check.baseline.window), "min_expected": check.baseline.min_expected}
                  if check.baseline is not None else {}),
